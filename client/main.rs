@@ -1,0 +1,2 @@
+//! `exchange-client`: placeholder until the load-test client lands.
+fn main() {}

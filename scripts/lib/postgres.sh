@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# Shared by scripts/run, scripts/test, scripts/bench and scripts/scale: find or install
+# PostgreSQL, and create, start and stop a private cluster in a data directory of ours.
+# Source it; it defines functions and changes nothing until one is called.
+
+# Prints the directory holding initdb/pg_ctl/pgbench, installing PostgreSQL if absent.
+pg_bindir() {
+    local dir
+    dir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+    if [ -z "$dir" ] && command -v pg_config >/dev/null 2>&1 && [ -x "$(pg_config --bindir)/initdb" ]; then
+        dir=$(pg_config --bindir)
+    fi
+    if [ -z "$dir" ]; then
+        echo "PostgreSQL is not installed; installing it from the distribution's packages..." >&2
+        as_root apt-get update -qq >&2
+        DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq postgresql postgresql-contrib >&2
+        dir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+    fi
+    [ -n "$dir" ] || { echo "cannot find or install PostgreSQL" >&2; return 1; }
+    echo "$dir"
+}
+
+as_root() {
+    if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+# PostgreSQL refuses to run as root: as root, its commands run as the postgres user.
+as_pg() {
+    if [ "$(id -u)" = 0 ]; then
+        runuser -u postgres -- "$@"
+    else
+        "$@"
+    fi
+}
+
+# A TCP port on 127.0.0.1 that nothing listens on, from $1 upwards.
+free_port() {
+    local port=${1:-55432}
+    while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
+        port=$((port + 1))
+    done
+    echo "$port"
+}
+
+# pg_start DATADIR PORT [EXTRA_SETTINGS...]: initialises DATADIR if it is new, then starts
+# the cluster listening on 127.0.0.1:PORT with trust authentication for local use.
+pg_start() {
+    local data=$1 port=$2
+    shift 2
+    local bin
+    bin=$(pg_bindir) || return 1
+    if [ ! -f "$data/PG_VERSION" ]; then
+        mkdir -p "$data"
+        [ "$(id -u)" = 0 ] && chown postgres: "$data"
+        chmod 700 "$data"
+        as_pg "$bin/initdb" -D "$data" -U postgres -A trust -E UTF8 --no-locale >"$data.initdb.log" 2>&1 ||
+            { cat "$data.initdb.log" >&2; return 1; }
+        rm -f "$data.initdb.log"
+    fi
+    # Settings of ours live in their own file, rewritten on every start.
+    {
+        echo "listen_addresses = '127.0.0.1'"
+        echo "port = $port"
+        echo "unix_socket_directories = '$data'"
+        echo "max_connections = 300"
+        echo "shared_buffers = 256MB"
+        echo "logging_collector = off"
+        for setting in "$@"; do echo "$setting"; done
+    } | as_pg tee "$data/exchange.conf" >/dev/null
+    grep -q "^include_if_exists = 'exchange.conf'" "$data/postgresql.conf" ||
+        echo "include_if_exists = 'exchange.conf'" | as_pg tee -a "$data/postgresql.conf" >/dev/null
+    as_pg "$bin/pg_ctl" -D "$data" -l "$data/server.log" -w -t 60 start >/dev/null ||
+        { tail -n 20 "$data/server.log" >&2; return 1; }
+}
+
+pg_stop() {
+    local data=$1 bin
+    bin=$(pg_bindir) || return 1
+    [ -f "$data/postmaster.pid" ] && as_pg "$bin/pg_ctl" -D "$data" -m fast -w -t 60 stop >/dev/null
+    return 0
+}
+
+# pg_ensure_database PORT NAME: creates database NAME if it does not exist yet.
+pg_ensure_database() {
+    local port=$1 name=$2 bin
+    bin=$(pg_bindir) || return 1
+    if ! "$bin/psql" -h 127.0.0.1 -p "$port" -U postgres -d postgres -tAc \
+        "SELECT 1 FROM pg_database WHERE datname = '$name'" | grep -q 1; then
+        "$bin/createdb" -h 127.0.0.1 -p "$port" -U postgres "$name"
+    fi
+}
+
+# A directory the postgres user can reach, for a cluster: $1 if its parent is
+# traversable by postgres, otherwise one under /var/tmp.
+pg_usable_dir() {
+    local wanted=$1
+    if [ "$(id -u)" != 0 ] || runuser -u postgres -- test -x "$(dirname "$wanted")" 2>/dev/null; then
+        echo "$wanted"
+    else
+        echo "/var/tmp/exchange-$(echo "$wanted" | md5sum | cut -c1-12)"
+    fi
+}
+
+# Cargo, rustfmt and clippy come with the machine's Rust toolchain; say so if absent.
+require_cargo() {
+    if ! command -v cargo >/dev/null 2>&1; then
+        [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
+    fi
+    command -v cargo >/dev/null 2>&1 && return 0
+    echo "cargo is missing; installing Debian's Rust toolchain..." >&2
+    as_root apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq cargo rustfmt rust-clippy >&2
+}

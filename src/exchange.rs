@@ -1,0 +1,294 @@
+//! Executes a typed request against the database and builds the typed response.
+//!
+//! Each operation is validated, then run as its own database transaction; a rejection
+//! is a value in the response, in the operation's place. After a database failure the
+//! rest of the request is answered "not executed" rather than retried against a
+//! database that just failed.
+
+use crate::model::{AccountId, OrderId, Symbol};
+use crate::number::{self, Sign};
+use crate::protocol::{CreateItem, Outcome, Request, Response, SymbolChild, TransactionItem};
+use crate::rejection::Rejection;
+use crate::store::{Canceled, OrderRefusal, Placed, Session, StoreError};
+use rust_decimal::Decimal;
+
+/// Where operations get their database session; a handler thread keeps one for its life.
+pub trait Sessions {
+    fn session(&mut self) -> Result<&mut Session, StoreError>;
+    /// Called after a failure, so a broken connection can be replaced.
+    fn failed(&mut self, error: &StoreError);
+}
+
+/// Executes `request`, one database transaction per operation, in document order.
+pub fn execute(request: &Request, sessions: &mut dyn Sessions) -> Response {
+    let mut run = Run {
+        sessions,
+        database_failed: false,
+    };
+    let outcomes = match request {
+        Request::Create(items) => items.iter().flat_map(|item| run.create(item)).collect(),
+        Request::Transactions { account, items } => {
+            let mut on_behalf = OnBehalf::new(account.as_deref());
+            items
+                .iter()
+                .map(|item| run.transaction_item(&mut on_behalf, item))
+                .collect()
+        }
+    };
+    Response::Results(outcomes)
+}
+
+struct Run<'a> {
+    sessions: &'a mut dyn Sessions,
+    /// Set by the first database failure; later operations are not attempted.
+    database_failed: bool,
+}
+
+/// The account a `<transactions>` acts for, and what is known about its existence.
+struct OnBehalf {
+    account: Option<AccountId>,
+    exists: Option<bool>,
+}
+
+impl OnBehalf {
+    fn new(id: Option<&str>) -> OnBehalf {
+        let account = id.and_then(AccountId::parse);
+        // An id that is malformed can name no account.
+        let exists = if account.is_none() { Some(false) } else { None };
+        OnBehalf { account, exists }
+    }
+}
+
+fn error(attrs: Vec<(&'static str, String)>, why: Rejection) -> Outcome {
+    Outcome::Error {
+        attrs,
+        message: why.to_string(),
+    }
+}
+
+/// The attributes the request supplied, in the order given, for echoing in an error.
+fn present(pairs: &[(&'static str, &Option<String>)]) -> Vec<(&'static str, String)> {
+    pairs
+        .iter()
+        .filter_map(|(key, value)| value.as_ref().map(|v| (*key, v.clone())))
+        .collect()
+}
+
+fn required<'v>(value: &'v Option<String>, name: &'static str) -> Result<&'v str, Rejection> {
+    value.as_deref().ok_or(Rejection::MissingAttribute(name))
+}
+
+impl Run<'_> {
+    /// Runs one database operation, or refuses to after an earlier failure.
+    fn with_session<T>(
+        &mut self,
+        operation: impl FnOnce(&mut Session) -> Result<T, StoreError>,
+    ) -> Result<T, Rejection> {
+        if self.database_failed {
+            return Err(Rejection::NotExecuted);
+        }
+        let result = self.sessions.session().and_then(operation);
+        result.map_err(|e| {
+            self.sessions.failed(&e);
+            self.database_failed = true;
+            Rejection::ServiceUnavailable(e.to_string())
+        })
+    }
+
+    fn create(&mut self, item: &CreateItem) -> Vec<Outcome> {
+        match item {
+            CreateItem::Account { id, balance } => {
+                let outcome = self.create_account(id, balance);
+                vec![outcome.unwrap_or_else(|why| error(present(&[("id", id)]), why))]
+            }
+            CreateItem::Symbol { sym, children } if children.is_empty() => {
+                vec![error(
+                    present(&[("sym", sym)]),
+                    Rejection::SymbolNeedsAccounts,
+                )]
+            }
+            CreateItem::Symbol { sym, children } => children
+                .iter()
+                .map(|child| self.create_position(sym, child))
+                .collect(),
+            CreateItem::Unknown { name } => {
+                vec![error(vec![], Rejection::UnknownElement(name.clone()))]
+            }
+        }
+    }
+
+    fn create_account(
+        &mut self,
+        id: &Option<String>,
+        balance: &Option<String>,
+    ) -> Result<Outcome, Rejection> {
+        let id_text = required(id, "id")?;
+        let account = AccountId::parse(id_text).ok_or(Rejection::AccountIdInvalid)?;
+        let balance = number::parse(required(balance, "balance")?, Sign::Unsigned)
+            .map_err(Rejection::BalanceInvalid)?;
+        if self.with_session(|s| s.create_account(&account, balance))? {
+            Ok(Outcome::AccountCreated {
+                id: id_text.to_string(),
+            })
+        } else {
+            Err(Rejection::AccountAlreadyExists)
+        }
+    }
+
+    fn create_position(&mut self, sym: &Option<String>, child: &SymbolChild) -> Outcome {
+        let (id, shares) = match child {
+            SymbolChild::Account { id, shares } => (id, shares),
+            SymbolChild::Unknown { name } => {
+                return error(
+                    present(&[("sym", sym)]),
+                    Rejection::UnknownElement(name.clone()),
+                );
+            }
+        };
+        let attempt = (|| {
+            let sym_text = required(sym, "sym")?;
+            let symbol = Symbol::parse(sym_text).ok_or(Rejection::SymbolInvalid)?;
+            let id_text = required(id, "id")?;
+            let account = AccountId::parse(id_text).ok_or(Rejection::AccountIdInvalid)?;
+            let shares = number::parse(shares, Sign::Unsigned).map_err(Rejection::SharesInvalid)?;
+            if shares <= Decimal::ZERO {
+                return Err(Rejection::SharesNotPositive);
+            }
+            if self.with_session(|s| s.issue_shares(&account, &symbol, shares))? {
+                Ok(Outcome::PositionCreated {
+                    sym: sym_text.to_string(),
+                    id: id_text.to_string(),
+                })
+            } else {
+                Err(Rejection::AccountDoesNotExist)
+            }
+        })();
+        attempt.unwrap_or_else(|why| error(present(&[("sym", sym), ("id", id)]), why))
+    }
+
+    fn transaction_item(&mut self, on_behalf: &mut OnBehalf, item: &TransactionItem) -> Outcome {
+        match item {
+            TransactionItem::Order { sym, amount, limit } => self
+                .order(on_behalf, sym, amount, limit)
+                .unwrap_or_else(|why| {
+                    error(
+                        present(&[("sym", sym), ("amount", amount), ("limit", limit)]),
+                        why,
+                    )
+                }),
+            TransactionItem::Query { id } => self
+                .query(on_behalf, id)
+                .unwrap_or_else(|why| error(present(&[("id", id)]), why)),
+            TransactionItem::Cancel { id } => self
+                .cancel(on_behalf, id)
+                .unwrap_or_else(|why| error(present(&[("id", id)]), why)),
+            TransactionItem::Unknown { name } => {
+                error(vec![], Rejection::UnknownElement(name.clone()))
+            }
+        }
+    }
+
+    /// The acting account, or the rejection every operation of a missing account gets.
+    fn acting_account(on_behalf: &OnBehalf) -> Result<AccountId, Rejection> {
+        match (&on_behalf.account, on_behalf.exists) {
+            (Some(account), None | Some(true)) => Ok(account.clone()),
+            _ => Err(Rejection::AccountDoesNotExist),
+        }
+    }
+
+    fn order(
+        &mut self,
+        on_behalf: &mut OnBehalf,
+        sym: &Option<String>,
+        amount: &Option<String>,
+        limit: &Option<String>,
+    ) -> Result<Outcome, Rejection> {
+        let account = Self::acting_account(on_behalf)?;
+        let sym_text = required(sym, "sym")?;
+        let amount_text = required(amount, "amount")?;
+        let limit_text = required(limit, "limit")?;
+        let symbol = Symbol::parse(sym_text).ok_or(Rejection::SymbolInvalid)?;
+        let shares = number::parse(amount_text, Sign::Signed).map_err(Rejection::AmountInvalid)?;
+        if shares.is_zero() {
+            return Err(Rejection::AmountIsZero);
+        }
+        let price = number::parse(limit_text, Sign::Unsigned).map_err(Rejection::LimitInvalid)?;
+        if price <= Decimal::ZERO {
+            return Err(Rejection::LimitNotPositive);
+        }
+        match self.with_session(|s| s.place_order(&account, &symbol, shares, price))? {
+            Placed::Opened { id, .. } => {
+                on_behalf.exists = Some(true);
+                Ok(Outcome::Opened {
+                    sym: sym_text.to_string(),
+                    amount: amount_text.to_string(),
+                    limit: limit_text.to_string(),
+                    id,
+                })
+            }
+            Placed::Refused(OrderRefusal::NoAccount) => {
+                on_behalf.exists = Some(false);
+                Err(Rejection::AccountDoesNotExist)
+            }
+            Placed::Refused(OrderRefusal::InsufficientFunds) => Err(Rejection::InsufficientFunds),
+            Placed::Refused(OrderRefusal::InsufficientShares) => Err(Rejection::InsufficientShares),
+        }
+    }
+
+    /// Tells "no such order" from "no such account" only when it matters: after a miss.
+    fn order_missing(&mut self, on_behalf: &mut OnBehalf, account: &AccountId) -> Rejection {
+        if on_behalf.exists.is_none() {
+            match self.with_session(|s| s.account_exists(account)) {
+                Ok(exists) => on_behalf.exists = Some(exists),
+                Err(why) => return why,
+            }
+        }
+        if on_behalf.exists == Some(false) {
+            Rejection::AccountDoesNotExist
+        } else {
+            Rejection::OrderUnknown
+        }
+    }
+
+    fn query(
+        &mut self,
+        on_behalf: &mut OnBehalf,
+        id: &Option<String>,
+    ) -> Result<Outcome, Rejection> {
+        let account = Self::acting_account(on_behalf)?;
+        let id_text = required(id, "id")?;
+        let order = OrderId::parse(id_text).ok_or(Rejection::OrderIdInvalid)?;
+        match self.with_session(|s| s.order_state(&account, order))? {
+            Some(state) => Ok(Outcome::Status {
+                id: id_text.to_string(),
+                state,
+            }),
+            None => Err(self.order_missing(on_behalf, &account)),
+        }
+    }
+
+    fn cancel(
+        &mut self,
+        on_behalf: &mut OnBehalf,
+        id: &Option<String>,
+    ) -> Result<Outcome, Rejection> {
+        let account = Self::acting_account(on_behalf)?;
+        let id_text = required(id, "id")?;
+        let order = OrderId::parse(id_text).ok_or(Rejection::OrderIdInvalid)?;
+        match self.with_session(|s| s.cancel_order(&account, order))? {
+            Canceled::Canceled => {
+                // A canceled order never changes again, so reading it afterwards is exact.
+                let state = self.with_session(|s| s.order_state(&account, order))?;
+                let Some(state) = state else {
+                    panic!("order {order} of account {account} vanished after its cancel");
+                };
+                Ok(Outcome::Canceled {
+                    id: id_text.to_string(),
+                    state,
+                })
+            }
+            Canceled::NothingOpen => Err(Rejection::OrderHasNothingOpen),
+            Canceled::NotFound => Err(self.order_missing(on_behalf, &account)),
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! A stock-exchange matching server: length-framed XML over TCP, PostgreSQL as the
+//! book of record, a prefork supervisor with pinned workers.
+//!
+//! A request flows through stages that are each a plain function:
+//! [`framing::examine`] -> [`protocol::parse`] -> [`exchange::execute`] -> [`protocol::render`].
+
+pub mod exchange;
+pub mod framing;
+pub mod model;
+pub mod number;
+pub mod protocol;
+pub mod rejection;
+pub mod server;
+pub mod store;

@@ -1,0 +1,133 @@
+//! The exchange's vocabulary as validated types: accounts, symbols, orders and their state.
+//!
+//! PROTOCOL.md calls an order's id a "transaction id"; in this code base the word
+//! "transaction" is kept for database transactions, so the type is [`OrderId`].
+
+use rust_decimal::Decimal;
+use std::fmt;
+
+/// An account id: 1 to 32 ASCII digits, kept exactly as written (`007` is not `7`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct AccountId(String);
+
+/// A symbol: 1 to 32 ASCII letters or digits; case matters.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Symbol(String);
+
+/// The id the server assigns to an accepted order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct OrderId(pub i64);
+
+pub const ACCOUNT_ID_CHARS_MAX: usize = 32;
+pub const SYMBOL_CHARS_MAX: usize = 32;
+
+impl AccountId {
+    pub fn parse(text: &str) -> Option<AccountId> {
+        let ok = (1..=ACCOUNT_ID_CHARS_MAX).contains(&text.len())
+            && text.bytes().all(|b| b.is_ascii_digit());
+        ok.then(|| AccountId(text.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Symbol {
+    pub fn parse(text: &str) -> Option<Symbol> {
+        let ok = (1..=SYMBOL_CHARS_MAX).contains(&text.len())
+            && text.bytes().all(|b| b.is_ascii_alphanumeric());
+        ok.then(|| Symbol(text.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl OrderId {
+    /// Order ids are positive base-10 integers; anything else names no order.
+    pub fn parse(text: &str) -> Option<OrderId> {
+        let digits_only =
+            !text.is_empty() && text.len() <= 18 && text.bytes().all(|b| b.is_ascii_digit());
+        let id: i64 = if digits_only {
+            text.parse().ok()?
+        } else {
+            return None;
+        };
+        (id > 0).then_some(OrderId(id))
+    }
+}
+
+impl fmt::Display for AccountId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Display for Symbol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Display for OrderId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// One trade as seen from one of its orders.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fill {
+    pub shares: Decimal,
+    pub price: Decimal,
+    pub time: i64,
+}
+
+/// Everything a `<query>` or `<cancel>` reports about an order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OrderState {
+    pub open_shares: Decimal,
+    /// Shares and time of the cancel, if the order was canceled.
+    pub canceled: Option<(Decimal, i64)>,
+    /// Trades, oldest first.
+    pub fills: Vec<Fill>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn account_ids_are_digits_kept_as_written() {
+        assert_eq!(
+            AccountId::parse("007").map(|a| a.to_string()),
+            Some("007".into())
+        );
+        assert_ne!(AccountId::parse("007"), AccountId::parse("7"));
+        for bad in ["", "12a", "-1", " 1", "1.0", &"9".repeat(33), "１"] {
+            assert_eq!(AccountId::parse(bad), None, "{bad:?}");
+        }
+        assert!(AccountId::parse(&"9".repeat(32)).is_some());
+    }
+
+    #[test]
+    fn symbols_are_alphanumeric_and_case_sensitive() {
+        for good in ["SPY", "BTC", "T5asdf", "x"] {
+            assert!(Symbol::parse(good).is_some(), "{good:?}");
+        }
+        assert_ne!(Symbol::parse("spy"), Symbol::parse("SPY"));
+        for bad in ["", "S P", "SP-Y", "SPY'", "Ä", &"A".repeat(33), "a;DROP"] {
+            assert_eq!(Symbol::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn order_ids_are_positive_integers() {
+        assert_eq!(OrderId::parse("42"), Some(OrderId(42)));
+        for bad in ["0", "-1", "", "1.5", "abc", "99999999999999999999", "+4"] {
+            assert_eq!(OrderId::parse(bad), None, "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! A typed [`Response`] to XML bytes, with exact, shortest numbers and escaped echoes.
+
+use super::{Outcome, Response};
+use crate::model::OrderState;
+use crate::number;
+use std::fmt::Write;
+
+/// Renders a response document (an XML declaration, then `<results>`).
+pub fn render(response: &Response) -> Vec<u8> {
+    let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    match response {
+        Response::Rejected(why) => {
+            out.push_str("<results>\n  <error>");
+            escape_into(&mut out, why);
+            out.push_str("</error>\n</results>\n");
+        }
+        Response::Results(outcomes) if outcomes.is_empty() => out.push_str("<results/>\n"),
+        Response::Results(outcomes) => {
+            out.push_str("<results>\n");
+            for outcome in outcomes {
+                outcome_into(&mut out, outcome);
+            }
+            out.push_str("</results>\n");
+        }
+    }
+    out.into_bytes()
+}
+
+fn outcome_into(out: &mut String, outcome: &Outcome) {
+    match outcome {
+        Outcome::AccountCreated { id } => {
+            empty_element(out, "created", &[("id", id)]);
+        }
+        Outcome::PositionCreated { sym, id } => {
+            empty_element(out, "created", &[("sym", sym), ("id", id)]);
+        }
+        Outcome::Opened {
+            sym,
+            amount,
+            limit,
+            id,
+        } => {
+            let id = id.to_string();
+            empty_element(
+                out,
+                "opened",
+                &[
+                    ("sym", sym),
+                    ("amount", amount),
+                    ("limit", limit),
+                    ("id", &id),
+                ],
+            );
+        }
+        Outcome::Status { id, state } => order_state_into(out, "status", id, state),
+        Outcome::Canceled { id, state } => order_state_into(out, "canceled", id, state),
+        Outcome::Error { attrs, message } => {
+            out.push_str("  <error");
+            for (key, value) in attrs {
+                attr_into(out, key, value);
+            }
+            out.push('>');
+            escape_into(out, message);
+            out.push_str("</error>\n");
+        }
+    }
+}
+
+fn order_state_into(out: &mut String, tag: &str, id: &str, state: &OrderState) {
+    let _ = write!(out, "  <{tag}");
+    attr_into(out, "id", id);
+    out.push_str(">\n");
+    if !state.open_shares.is_zero() {
+        let _ = writeln!(
+            out,
+            "    <open shares=\"{}\"/>",
+            number::render(state.open_shares)
+        );
+    }
+    if let Some((shares, time)) = state.canceled {
+        let _ = writeln!(
+            out,
+            "    <canceled shares=\"{}\" time=\"{time}\"/>",
+            number::render(shares)
+        );
+    }
+    for fill in &state.fills {
+        let _ = writeln!(
+            out,
+            "    <executed shares=\"{}\" price=\"{}\" time=\"{}\"/>",
+            number::render(fill.shares),
+            number::render(fill.price),
+            fill.time
+        );
+    }
+    let _ = writeln!(out, "  </{tag}>");
+}
+
+fn empty_element(out: &mut String, tag: &str, attrs: &[(&str, &str)]) {
+    let _ = write!(out, "  <{tag}");
+    for (key, value) in attrs {
+        attr_into(out, key, value);
+    }
+    out.push_str("/>\n");
+}
+
+fn attr_into(out: &mut String, key: &str, value: &str) {
+    let _ = write!(out, " {key}=\"");
+    escape_into(out, value);
+    out.push('"');
+}
+
+/// Escapes text for both element content and double-quoted attributes; whitespace
+/// that XML would normalise in an attribute is written as character references so
+/// that echoes survive a round trip exactly.
+fn escape_into(out: &mut String, text: &str) {
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            '\n' => out.push_str("&#10;"),
+            '\r' => out.push_str("&#13;"),
+            '\t' => out.push_str("&#9;"),
+            c => out.push(c),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Fill, OrderId};
+    use rust_decimal::Decimal;
+
+    fn text(response: &Response) -> String {
+        String::from_utf8(render(response)).expect("renders UTF-8")
+    }
+
+    fn dec(s: &str) -> Decimal {
+        s.parse().expect("test literal")
+    }
+
+    #[test]
+    fn renders_each_outcome() {
+        let state = OrderState {
+            open_shares: dec("100.000"),
+            canceled: None,
+            fills: vec![Fill {
+                shares: dec("200"),
+                price: dec("125.00"),
+                time: 1_700_000_000,
+            }],
+        };
+        let response = Response::Results(vec![
+            Outcome::AccountCreated { id: "1".into() },
+            Outcome::PositionCreated {
+                sym: "SPY".into(),
+                id: "1".into(),
+            },
+            Outcome::Opened {
+                sym: "SPY".into(),
+                amount: "-5".into(),
+                limit: "1.50".into(),
+                id: OrderId(9),
+            },
+            Outcome::Status {
+                id: "9".into(),
+                state,
+            },
+            Outcome::Error {
+                attrs: vec![("sym", "a\"<b".into())],
+                message: "bad & worse".into(),
+            },
+        ]);
+        let expected = r#"<?xml version="1.0" encoding="UTF-8"?>
+<results>
+  <created id="1"/>
+  <created sym="SPY" id="1"/>
+  <opened sym="SPY" amount="-5" limit="1.50" id="9"/>
+  <status id="9">
+    <open shares="100"/>
+    <executed shares="200" price="125" time="1700000000"/>
+  </status>
+  <error sym="a&quot;&lt;b">bad &amp; worse</error>
+</results>
+"#;
+        assert_eq!(text(&response), expected);
+    }
+
+    #[test]
+    fn renders_cancel_with_parts_in_order() {
+        let state = OrderState {
+            open_shares: Decimal::ZERO,
+            canceled: Some((dec("0.50"), 5)),
+            fills: vec![Fill {
+                shares: dec("1.5"),
+                price: dec("2"),
+                time: 4,
+            }],
+        };
+        let got = text(&Response::Results(vec![Outcome::Canceled {
+            id: "3".into(),
+            state,
+        }]));
+        assert!(got.contains(
+            "<canceled id=\"3\">\n    <canceled shares=\"0.5\" time=\"5\"/>\n    <executed shares=\"1.5\" price=\"2\" time=\"4\"/>\n  </canceled>"
+        ), "{got}");
+    }
+
+    #[test]
+    fn renders_empty_and_rejected() {
+        assert!(text(&Response::Results(vec![])).ends_with("<results/>\n"));
+        assert!(text(&Response::Rejected("no <root>".into()))
+            .contains("<error>no &lt;root&gt;</error>"));
+    }
+}

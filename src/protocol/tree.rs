@@ -1,0 +1,167 @@
+//! A bounded, strict reader from XML bytes to a small element tree.
+//!
+//! It rejects everything PROTOCOL.md forbids in a document (DOCTYPE, entities,
+//! invalid UTF-8, non-UTF-8 encodings, forbidden characters, duplicate attributes, two
+//! roots, text outside the root) and caps nesting depth and element count. Requests
+//! and responses are both read through it.
+
+use super::parse::{reject, ParseError};
+use quick_xml::events::{BytesStart, Event};
+use quick_xml::Reader;
+
+/// A parsed element; `text` collects its direct character data.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Element {
+    pub name: String,
+    pub attrs: Vec<(String, String)>,
+    pub children: Vec<Element>,
+    pub text: String,
+}
+
+impl Element {
+    pub fn attr(&self, key: &str) -> Option<String> {
+        self.attrs
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+    }
+
+    /// The attribute as a string slice, or "" when absent.
+    pub fn get(&self, key: &str) -> &str {
+        self.attrs
+            .iter()
+            .find(|(k, _)| k == key)
+            .map_or("", |(_, v)| v.as_str())
+    }
+}
+
+/// Reads a whole document into a tree, enforcing `depth_max` and `elements_max`.
+pub fn read_tree(
+    bytes: &[u8],
+    depth_max: usize,
+    elements_max: usize,
+) -> Result<Element, ParseError> {
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        return reject("request is not valid UTF-8");
+    };
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    if let Some(c) = text.chars().find(|&c| is_forbidden_char(c)) {
+        return reject(format!(
+            "request contains the character U+{:04X}, which XML forbids",
+            c as u32
+        ));
+    }
+    let mut reader = Reader::from_str(text);
+    reader.config_mut().check_end_names = true;
+    let mut stack: Vec<Element> = Vec::new();
+    let mut root: Option<Element> = None;
+    let mut elements = 0usize;
+    loop {
+        let event = match reader.read_event() {
+            Ok(event) => event,
+            Err(e) => {
+                return reject(format!(
+                    "malformed XML at byte {}: {e}",
+                    reader.error_position()
+                ))
+            }
+        };
+        match event {
+            Event::Decl(decl) => {
+                if let Some(encoding) = decl.encoding() {
+                    let encoding = encoding
+                        .map_err(|e| ParseError(format!("malformed XML declaration: {e}")))?;
+                    if !encoding.eq_ignore_ascii_case(b"utf-8")
+                        && !encoding.eq_ignore_ascii_case(b"utf8")
+                    {
+                        return reject(format!(
+                            "only UTF-8 is accepted, the declaration says {}",
+                            String::from_utf8_lossy(&encoding)
+                        ));
+                    }
+                }
+            }
+            Event::DocType(_) => return reject("DOCTYPE is not allowed"),
+            Event::PI(_) | Event::Comment(_) => {}
+            Event::Start(_) | Event::Empty(_) if root.is_some() => {
+                return reject("more than one root element");
+            }
+            Event::Start(start) => {
+                elements += 1;
+                if stack.len() >= depth_max {
+                    return reject(format!("elements nest deeper than {}", depth_max));
+                }
+                stack.push(element(&start)?);
+            }
+            Event::Empty(start) => {
+                elements += 1;
+                if stack.len() >= depth_max {
+                    return reject(format!("elements nest deeper than {}", depth_max));
+                }
+                let done = element(&start)?;
+                match stack.last_mut() {
+                    Some(parent) => parent.children.push(done),
+                    None => root = Some(done),
+                }
+            }
+            Event::End(_) => {
+                // check_end_names guarantees the end tag matches the innermost open element.
+                let Some(done) = stack.pop() else {
+                    return reject("end tag without a start tag");
+                };
+                match stack.last_mut() {
+                    Some(parent) => parent.children.push(done),
+                    None => root = Some(done),
+                }
+            }
+            Event::Text(t) => {
+                let content = t
+                    .unescape()
+                    .map_err(|e| ParseError(format!("bad character data: {e}")))?;
+                match stack.last_mut() {
+                    Some(open) => open.text.push_str(&content),
+                    None if content.trim().is_empty() => {}
+                    None => return reject("text outside the root element"),
+                }
+            }
+            Event::CData(data) => match (stack.last_mut(), std::str::from_utf8(&data)) {
+                (Some(open), Ok(content)) => open.text.push_str(content),
+                _ => return reject("CDATA outside the root element"),
+            },
+            Event::Eof => break,
+        }
+        if elements > elements_max {
+            return reject(format!("request has more than {} elements", elements_max));
+        }
+    }
+    if let Some(open) = stack.last() {
+        return reject(format!("document ends inside <{}>", open.name));
+    }
+    match root {
+        Some(root) => Ok(root),
+        None => reject("request has no root element"),
+    }
+}
+
+/// Characters XML 1.0 does not allow in a document.
+fn is_forbidden_char(c: char) -> bool {
+    (c < ' ' && !matches!(c, '\t' | '\n' | '\r')) || c == '\u{fffe}' || c == '\u{ffff}'
+}
+
+fn element(start: &BytesStart<'_>) -> Result<Element, ParseError> {
+    let name = String::from_utf8_lossy(start.name().as_ref()).into_owned();
+    let mut attrs = Vec::new();
+    for attr in start.attributes() {
+        let attr = attr.map_err(|e| ParseError(format!("bad attribute in <{name}>: {e}")))?;
+        let key = String::from_utf8_lossy(attr.key.as_ref()).into_owned();
+        let value = attr
+            .unescape_value()
+            .map_err(|e| ParseError(format!("bad value of {key} in <{name}>: {e}")))?;
+        attrs.push((key, value.into_owned()));
+    }
+    Ok(Element {
+        name,
+        attrs,
+        ..Element::default()
+    })
+}

@@ -1,0 +1,76 @@
+//! A handler thread: takes complete requests, executes them, writes the answers.
+//!
+//! Each thread keeps one database session (connection plus prepared statements) for
+//! as long as it works, and replaces it from the pool only when it breaks.
+
+use crate::exchange::{self, Sessions};
+use crate::protocol::{self, ParseLimits, Response};
+use crate::server::intake::{close_politely, Job};
+use crate::server::log;
+use crate::store::{Manager, Session, StoreError};
+use crossbeam_channel::Receiver;
+use r2d2::Pool;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+pub struct Handler {
+    pool: Pool<Manager>,
+    session: Option<Session>,
+    limits: ParseLimits,
+}
+
+impl Sessions for Handler {
+    fn session(&mut self) -> Result<&mut Session, StoreError> {
+        let session = match self.session.take() {
+            Some(session) if !session.is_broken() => session,
+            _ => Session::open(&self.pool)?,
+        };
+        Ok(self.session.insert(session))
+    }
+
+    fn failed(&mut self, error: &StoreError) {
+        log(format_args!("{error}"));
+        if self.session.as_ref().is_some_and(Session::is_broken) {
+            self.session = None;
+        }
+    }
+}
+
+impl Handler {
+    pub fn new(pool: Pool<Manager>, limits: ParseLimits) -> Handler {
+        Handler {
+            pool,
+            session: None,
+            limits,
+        }
+    }
+
+    /// Serves jobs until the channel closes.
+    pub fn run(mut self, jobs: Receiver<Job>) {
+        for job in jobs {
+            self.serve(job);
+        }
+    }
+
+    fn serve(&mut self, job: Job) {
+        let response = self.answer(&job.document);
+        let bytes = protocol::render(&response);
+        let mut stream = &job.stream;
+        let write_time = job.deadline.saturating_duration_since(Instant::now());
+        let ready = stream.set_nonblocking(false).is_ok()
+            && stream
+                .set_write_timeout(Some(write_time.max(Duration::from_millis(100))))
+                .is_ok();
+        if ready && stream.write_all(&bytes).is_ok() {
+            close_politely(&job.stream);
+        }
+    }
+
+    /// Parses and executes one request document.
+    pub fn answer(&mut self, document: &[u8]) -> Response {
+        match protocol::parse(document, self.limits) {
+            Ok(request) => exchange::execute(&request, self),
+            Err(why) => Response::Rejected(why.0),
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! A worker's intake: accepts connections and reads requests, many at once, each under
+//! one deadline, and hands only complete requests to the handler threads.
+//!
+//! Reading happens here, in one poll loop, so that slow or silent clients cost a
+//! buffer each and never occupy a handler thread (which holds a database connection).
+
+use crate::framing::{self, Frame};
+use crate::protocol::{render, Response};
+use crate::server::signals;
+use crossbeam_channel::Sender;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
+
+/// A complete request on its way to a handler thread.
+pub struct Job {
+    pub stream: TcpStream,
+    pub document: Vec<u8>,
+    /// When the request became complete, for the handler's write deadline.
+    pub deadline: Instant,
+}
+
+/// Bounds of the intake.
+#[derive(Clone, Copy, Debug)]
+pub struct IntakeLimits {
+    pub request_bytes_max: usize,
+    pub request_timeout: Duration,
+    pub connections_max: usize,
+}
+
+/// How long pending reads may go on after a stop was requested.
+const DRAIN_ON_STOP: Duration = Duration::from_secs(2);
+/// How often the loop wakes to look at the stop flag and deadlines.
+const TICK: Duration = Duration::from_millis(100);
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+
+struct Pending {
+    stream: TcpStream,
+    buffer: Vec<u8>,
+    deadline: Instant,
+}
+
+enum Progress {
+    Waiting,
+    /// The connection was answered or dropped.
+    Done,
+    /// The request is `buffer[range]`.
+    Complete(std::ops::Range<usize>),
+}
+
+/// Runs until a stop is requested (or the parent dies) and every pending read ended.
+pub fn run(
+    listener: &TcpListener,
+    jobs: &Sender<Job>,
+    limits: IntakeLimits,
+) -> std::io::Result<()> {
+    listener.set_nonblocking(true)?;
+    let parent = nix::unistd::getppid();
+    let mut pending: Vec<Pending> = Vec::new();
+    let mut accepting = true;
+    loop {
+        if accepting && (signals::stop_requested() || nix::unistd::getppid() != parent) {
+            accepting = false;
+            let drain_until = Instant::now() + DRAIN_ON_STOP;
+            for p in &mut pending {
+                p.deadline = p.deadline.min(drain_until);
+            }
+        }
+        if !accepting && pending.is_empty() {
+            return Ok(());
+        }
+        let listen = accepting && pending.len() < limits.connections_max;
+        let (listener_ready, readable) = wait(listener, listen, &pending)?;
+        if listener_ready {
+            accept_all(listener, &mut pending, limits);
+        }
+        // Walk backwards so swap_remove leaves the unvisited indices intact.
+        for index in readable.into_iter().rev() {
+            match read_some(&mut pending[index], limits) {
+                Progress::Waiting => {}
+                Progress::Done => drop(pending.swap_remove(index)),
+                Progress::Complete(range) => {
+                    let Pending {
+                        stream, mut buffer, ..
+                    } = pending.swap_remove(index);
+                    buffer.truncate(range.end);
+                    buffer.drain(..range.start);
+                    let job = Job {
+                        stream,
+                        document: buffer,
+                        deadline: Instant::now() + limits.request_timeout,
+                    };
+                    // Blocks while every handler is busy: backpressure onto the kernel's backlog.
+                    if jobs.send(job).is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        expire(&mut pending, limits);
+    }
+}
+
+/// Polls the listener and pending connections; returns which are ready.
+fn wait(
+    listener: &TcpListener,
+    listen: bool,
+    pending: &[Pending],
+) -> std::io::Result<(bool, Vec<usize>)> {
+    let now = Instant::now();
+    let next_deadline = pending.iter().map(|p| p.deadline).min();
+    let timeout = next_deadline.map_or(TICK, |d| d.saturating_duration_since(now).min(TICK));
+    let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(pending.len() + 1);
+    if listen {
+        fds.push(PollFd::new(listener.as_fd(), PollFlags::POLLIN));
+    }
+    fds.extend(
+        pending
+            .iter()
+            .map(|p| PollFd::new(p.stream.as_fd(), PollFlags::POLLIN)),
+    );
+    let millis = u16::try_from(timeout.as_millis())
+        .unwrap_or(u16::MAX)
+        .max(1);
+    match poll(&mut fds, PollTimeout::from(millis)) {
+        Ok(_) => {}
+        Err(nix::errno::Errno::EINTR) => return Ok((false, Vec::new())),
+        Err(e) => return Err(e.into()),
+    }
+    let ready = |fd: &PollFd<'_>| fd.revents().is_some_and(|r| !r.is_empty());
+    let offset = usize::from(listen);
+    let listener_ready = listen && ready(&fds[0]);
+    let readable = fds[offset..]
+        .iter()
+        .enumerate()
+        .filter(|(_, fd)| ready(fd))
+        .map(|(i, _)| i)
+        .collect();
+    Ok((listener_ready, readable))
+}
+
+fn accept_all(listener: &TcpListener, pending: &mut Vec<Pending>, limits: IntakeLimits) {
+    while pending.len() < limits.connections_max {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                if stream.set_nonblocking(true).is_err() {
+                    continue;
+                }
+                let _ = stream.set_nodelay(true);
+                pending.push(Pending {
+                    stream,
+                    buffer: Vec::new(),
+                    deadline: Instant::now() + limits.request_timeout,
+                });
+            }
+            // WouldBlock: another worker took it, or the backlog is empty.
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            // ECONNABORTED and friends concern one connection; EMFILE passes with time.
+            Err(_) => return,
+        }
+    }
+}
+
+/// Reads what is there and says whether the request is complete.
+fn read_some(p: &mut Pending, limits: IntakeLimits) -> Progress {
+    let mut chunk = [0u8; READ_CHUNK_BYTES];
+    loop {
+        let (peer_closed, got) = match p.stream.read(&mut chunk) {
+            Ok(0) => (true, 0),
+            Ok(n) => (false, n),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return Progress::Waiting,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(_) => return Progress::Done,
+        };
+        p.buffer.extend_from_slice(&chunk[..got]);
+        match framing::examine(&p.buffer, peer_closed, limits.request_bytes_max) {
+            Frame::Incomplete if !peer_closed => continue,
+            Frame::Incomplete => return Progress::Done,
+            Frame::Invalid(why) => {
+                answer_and_close(&p.stream, &Response::Rejected(why));
+                return Progress::Done;
+            }
+            Frame::Complete(range) => return Progress::Complete(range),
+        }
+    }
+}
+
+/// Answers and closes connections whose deadline passed before the request was complete.
+fn expire(pending: &mut Vec<Pending>, limits: IntakeLimits) {
+    let now = Instant::now();
+    pending.retain(|p| {
+        if p.deadline > now {
+            return true;
+        }
+        let why = format!(
+            "the request was not complete within {} ms",
+            limits.request_timeout.as_millis()
+        );
+        answer_and_close(&p.stream, &Response::Rejected(why));
+        false
+    });
+}
+
+/// Best effort: writes a short answer without blocking, then closes politely.
+fn answer_and_close(stream: &TcpStream, response: &Response) {
+    let mut writer = stream;
+    let _ = writer.write_all(&render(response));
+    close_politely(stream);
+}
+
+/// Half-closes, then discards what the client already sent: closing a socket with
+/// unread input makes the kernel send a reset, which can destroy the answer in flight.
+pub fn close_politely(stream: &TcpStream) {
+    let _ = stream.shutdown(Shutdown::Write);
+    if stream.set_nonblocking(true).is_err() {
+        return;
+    }
+    let mut reader = stream;
+    let mut sink = [0u8; 16 * 1024];
+    for _ in 0..64 {
+        match reader.read(&mut sink) {
+            Ok(n) if n > 0 => continue,
+            _ => break,
+        }
+    }
+}

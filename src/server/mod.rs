@@ -1,0 +1,22 @@
+//! The process side of the server: a supervisor that forks workers, and what a worker runs.
+//!
+//! ```text
+//! supervisor (single-threaded, no database) --fork--> worker 0..N
+//! worker: intake thread (accept + read, poll loop) --channel--> T handler threads
+//! handler: parse -> exchange::execute (PostgreSQL) -> render -> write
+//! ```
+
+pub mod affinity;
+pub mod handler;
+pub mod intake;
+pub mod settings;
+pub mod signals;
+pub mod supervisor;
+pub mod worker;
+
+pub use settings::Settings;
+
+/// One line on stderr, tagged with the process id.
+pub fn log(message: std::fmt::Arguments<'_>) {
+    eprintln!("exchange-server[{}]: {message}", std::process::id());
+}

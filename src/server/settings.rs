@@ -1,0 +1,86 @@
+//! The server's command line: every flag, its default, and its help text.
+
+use crate::protocol::ParseLimits;
+use crate::store::DatabaseTimeouts;
+use clap::Parser;
+
+/// A prefork stock-exchange matching server speaking length-framed XML over TCP,
+/// with PostgreSQL as the book of record.
+#[derive(Clone, Debug, Parser)]
+#[command(name = "exchange-server", version, about, long_about = None)]
+pub struct Settings {
+    /// TCP port to listen on (0 picks a free one and prints it).
+    #[arg(long, default_value_t = 12345)]
+    pub port: u16,
+
+    /// Address to bind.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub bind: String,
+
+    /// Worker processes [default: the number of CPUs this process may run on].
+    #[arg(long)]
+    pub workers: Option<usize>,
+
+    /// Handler threads per worker, each with its own database connection.
+    #[arg(long, default_value_t = 4)]
+    pub threads: usize,
+
+    /// Pin worker i to the i-th CPU (cycling) of the set this process may run on,
+    /// so that `taskset -c 2,3 exchange-server --pin` puts the workers on CPUs 2 and 3.
+    #[arg(long)]
+    pub pin: bool,
+
+    /// PostgreSQL connection URL, e.g. postgres://user@localhost:5432/exchange.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@localhost:5432/exchange"
+    )]
+    pub database_url: String,
+
+    /// Largest request accepted, in bytes, not counting the length line.
+    #[arg(long, default_value_t = 1 << 20)]
+    pub request_bytes_max: usize,
+
+    /// Most operations (orders, queries, cancels, creates) in one request.
+    #[arg(long, default_value_t = 10_000)]
+    pub operations_max: usize,
+
+    /// Deepest element nesting accepted.
+    #[arg(long, default_value_t = 8)]
+    pub depth_max: usize,
+
+    /// Time a client has to send its whole request, in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    pub request_timeout_ms: u64,
+
+    /// Connections a worker reads at once; more wait in the kernel's backlog.
+    #[arg(long, default_value_t = 1024)]
+    pub connections_max: usize,
+
+    /// On SIGTERM or SIGINT, how long workers may finish requests in flight before
+    /// they are killed, in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    pub grace_period_ms: u64,
+
+    /// Longest one database statement may run, in milliseconds.
+    #[arg(long, default_value_t = 5_000)]
+    pub statement_timeout_ms: u64,
+}
+
+impl Settings {
+    pub fn parse_limits(&self) -> ParseLimits {
+        ParseLimits {
+            depth_max: self.depth_max,
+            operations_max: self.operations_max,
+        }
+    }
+
+    pub fn database_timeouts(&self) -> DatabaseTimeouts {
+        DatabaseTimeouts {
+            statement_ms: self.statement_timeout_ms,
+            idle_in_transaction_ms: self.statement_timeout_ms.saturating_mul(2),
+            ..DatabaseTimeouts::default()
+        }
+    }
+}

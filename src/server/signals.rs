@@ -1,0 +1,33 @@
+//! Signals become flags: the handlers only store, the loops decide what to do.
+
+use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn request_stop(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+/// SIGTERM and SIGINT ask for a graceful stop. No SA_RESTART: a blocking call is
+/// interrupted so the loop sees the flag at once.
+pub fn install_stop_handlers() -> nix::Result<()> {
+    let action = SigAction::new(
+        SigHandler::Handler(request_stop),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    for signal in [Signal::SIGTERM, Signal::SIGINT] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe { sigaction(signal, &action)? };
+    }
+    // A client that disconnects mid-response must not kill the process.
+    let ignore = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
+    // SAFETY: ignoring a signal installs no code.
+    unsafe { sigaction(Signal::SIGPIPE, &ignore)? };
+    Ok(())
+}
+
+pub fn stop_requested() -> bool {
+    STOP.load(Ordering::SeqCst)
+}

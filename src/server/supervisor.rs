@@ -1,0 +1,230 @@
+//! The supervisor: binds the listener, forks the workers, and then only reconciles the
+//! workers it wants with the ones alive, until SIGTERM or SIGINT.
+//!
+//! It stays single-threaded and never connects to the database, so every fork happens
+//! in a process with one thread and no open connections. The database is checked
+//! once before the first fork, by a short-lived child.
+
+use crate::server::worker::{self, EXIT_DATABASE_UNAVAILABLE};
+use crate::server::{affinity, log, signals, Settings};
+use crate::store;
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{fork, ForkResult, Pid};
+use socket2::{Domain, Socket, Type};
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+const LISTEN_BACKLOG: i32 = 4096;
+const TICK: Duration = Duration::from_millis(20);
+/// A worker that exits sooner than this after starting counts as failing to start.
+const HEALTHY_AFTER: Duration = Duration::from_secs(1);
+const BACKOFF_FIRST: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+struct Slot {
+    cpu: Option<usize>,
+    pid: Option<Pid>,
+    started: Instant,
+    start_after: Instant,
+    quick_failures: u32,
+}
+
+/// Runs the server; returns when it has stopped.
+pub fn run(settings: Settings) -> ExitCode {
+    let listener = match bind(&settings) {
+        Ok(listener) => listener,
+        Err(e) => {
+            log(format_args!(
+                "cannot listen on {}:{}: {e}",
+                settings.bind, settings.port
+            ));
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(why) = check_database(&settings) {
+        log(format_args!("{why}"));
+        return ExitCode::FAILURE;
+    }
+    if let Err(e) = signals::install_stop_handlers() {
+        log(format_args!("cannot install signal handlers: {e}"));
+        return ExitCode::FAILURE;
+    }
+
+    let allowed = affinity::allowed_cpus();
+    let workers = settings.workers.unwrap_or(allowed.len()).max(1);
+    let now = Instant::now();
+    let mut slots: Vec<Slot> = (0..workers)
+        .map(|i| Slot {
+            cpu: if settings.pin {
+                affinity::cpu_for_slot(&allowed, i)
+            } else {
+                None
+            },
+            pid: None,
+            started: now,
+            start_after: now,
+            quick_failures: 0,
+        })
+        .collect();
+    let address = listener
+        .local_addr()
+        .map_or_else(|_| "?".into(), |a| a.to_string());
+    let placement = if settings.pin {
+        let cpus: Vec<String> = slots
+            .iter()
+            .filter_map(|s| s.cpu.map(|c| c.to_string()))
+            .collect();
+        format!("pinned to CPUs {}", cpus.join(","))
+    } else {
+        format!("on CPUs {allowed:?}")
+    };
+    // On stdout, so that scripts and tests can learn the port when it was 0.
+    println!("listening on {address}");
+    log(format_args!(
+        "{workers} workers x {} threads, {placement}",
+        settings.threads
+    ));
+
+    while !signals::stop_requested() {
+        reap(&mut slots);
+        for (index, slot) in slots.iter_mut().enumerate() {
+            if slot.pid.is_none() && Instant::now() >= slot.start_after {
+                spawn(&listener, index, slot, &settings);
+            }
+        }
+        std::thread::sleep(TICK);
+    }
+    stop(&mut slots, Duration::from_millis(settings.grace_period_ms));
+    ExitCode::SUCCESS
+}
+
+fn bind(settings: &Settings) -> std::io::Result<TcpListener> {
+    let address: SocketAddr = (settings.bind.as_str(), settings.port)
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::NotFound, "address resolves to nothing")
+        })?;
+    let socket = Socket::new(Domain::for_address(address), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&address.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
+}
+
+/// Connects once and applies the schema, in a child, so the supervisor itself never
+/// holds a connection (nor the threads a client library may start).
+fn check_database(settings: &Settings) -> Result<(), String> {
+    // SAFETY: the supervisor has one thread, so the child may run any code.
+    match unsafe { fork() } {
+        Ok(ForkResult::Child) => {
+            let prepared = store::config(&settings.database_url, settings.database_timeouts())
+                .and_then(|config| store::prepare_database(&config));
+            let code = match prepared {
+                Ok(()) => 0,
+                Err(e) => {
+                    log(format_args!("cannot start: {e}"));
+                    EXIT_DATABASE_UNAVAILABLE
+                }
+            };
+            std::process::exit(code);
+        }
+        Ok(ForkResult::Parent { child }) => match waitpid(child, None) {
+            Ok(WaitStatus::Exited(_, 0)) => Ok(()),
+            Ok(_) => Err("stopping: the database is not usable (see the line above)".into()),
+            Err(e) => Err(format!("cannot wait for the database check: {e}")),
+        },
+        Err(e) => Err(format!("cannot fork: {e}")),
+    }
+}
+
+fn spawn(listener: &TcpListener, index: usize, slot: &mut Slot, settings: &Settings) {
+    // SAFETY: the supervisor has one thread, so the child may run any code.
+    match unsafe { fork() } {
+        Ok(ForkResult::Child) => {
+            let code = worker::run(listener, index, slot.cpu, settings);
+            std::process::exit(code);
+        }
+        Ok(ForkResult::Parent { child }) => {
+            slot.pid = Some(child);
+            slot.started = Instant::now();
+        }
+        Err(e) => {
+            log(format_args!("cannot fork worker {index}: {e}"));
+            slot.start_after = Instant::now() + BACKOFF_FIRST;
+        }
+    }
+}
+
+/// Collects exited workers and schedules their replacement.
+fn reap(slots: &mut [Slot]) {
+    loop {
+        let (pid, how, database_down) = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(pid, code)) => (
+                pid,
+                format!("exited with code {code}"),
+                code == EXIT_DATABASE_UNAVAILABLE,
+            ),
+            Ok(WaitStatus::Signaled(pid, signal, _)) => {
+                (pid, format!("was killed by {signal}"), false)
+            }
+            Ok(WaitStatus::StillAlive) | Err(_) => return,
+            Ok(_) => continue,
+        };
+        let Some((index, slot)) = slots
+            .iter_mut()
+            .enumerate()
+            .find(|(_, s)| s.pid == Some(pid))
+        else {
+            continue;
+        };
+        slot.pid = None;
+        let now = Instant::now();
+        if database_down || now.duration_since(slot.started) < HEALTHY_AFTER {
+            slot.quick_failures = slot.quick_failures.saturating_add(1);
+            let backoff = BACKOFF_FIRST
+                .saturating_mul(1 << slot.quick_failures.min(10))
+                .min(BACKOFF_MAX);
+            slot.start_after = now + backoff;
+            log(format_args!(
+                "worker {index} (pid {pid}) {how}; restarting in {} ms",
+                backoff.as_millis()
+            ));
+        } else {
+            slot.quick_failures = 0;
+            slot.start_after = now;
+            log(format_args!("worker {index} (pid {pid}) {how}; restarting"));
+        }
+    }
+}
+
+/// Asks every worker to finish, waits up to the grace period, then kills the rest.
+fn stop(slots: &mut [Slot], grace: Duration) {
+    log(format_args!("stopping"));
+    let live = |slots: &[Slot]| slots.iter().filter_map(|s| s.pid).collect::<Vec<_>>();
+    for pid in live(slots) {
+        let _ = kill(pid, Signal::SIGTERM);
+    }
+    let deadline = Instant::now() + grace;
+    while !live(slots).is_empty() && Instant::now() < deadline {
+        while let Ok(WaitStatus::Exited(pid, _) | WaitStatus::Signaled(pid, _, _)) =
+            waitpid(None, Some(WaitPidFlag::WNOHANG))
+        {
+            slots
+                .iter_mut()
+                .filter(|s| s.pid == Some(pid))
+                .for_each(|s| s.pid = None);
+        }
+        std::thread::sleep(TICK);
+    }
+    for pid in live(slots) {
+        log(format_args!(
+            "worker pid {pid} did not stop within the grace period; killing it"
+        ));
+        let _ = kill(pid, Signal::SIGKILL);
+        let _ = waitpid(pid, None);
+    }
+    log(format_args!("stopped"));
+}

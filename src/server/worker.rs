@@ -1,0 +1,93 @@
+//! One worker process: pins itself, opens its own pool, and serves from the shared
+//! listener until asked to stop.
+
+use crate::server::handler::Handler;
+use crate::server::intake::{self, IntakeLimits};
+use crate::server::{affinity, log, Settings};
+use crate::store;
+use std::net::TcpListener;
+use std::time::Duration;
+
+/// Exit code of a worker that could not reach the database at boot; the supervisor
+/// backs off instead of respawning at once.
+pub const EXIT_DATABASE_UNAVAILABLE: i32 = 3;
+
+/// Runs the worker in `slot` and returns its exit code. Called in a freshly forked,
+/// single-threaded child.
+pub fn run(listener: &TcpListener, slot: usize, cpu: Option<usize>, settings: &Settings) -> i32 {
+    die_with_parent();
+    abort_on_panic();
+    if let Some(cpu) = cpu {
+        if let Err(e) = affinity::pin_to(cpu) {
+            log(format_args!("worker {slot}: cannot pin to CPU {cpu}: {e}"));
+        }
+    }
+    let timeouts = settings.database_timeouts();
+    let pool = store::config(&settings.database_url, timeouts)
+        .and_then(|config| store::pool(config, settings.threads as u32, timeouts));
+    let pool = match pool {
+        Ok(pool) => pool,
+        Err(e) => {
+            log(format_args!("worker {slot}: {e}"));
+            return EXIT_DATABASE_UNAVAILABLE;
+        }
+    };
+
+    let (jobs_in, jobs_out) = crossbeam_channel::bounded(settings.threads * 2);
+    let mut handlers = Vec::with_capacity(settings.threads);
+    for i in 0..settings.threads {
+        let handler = Handler::new(pool.clone(), settings.parse_limits());
+        let jobs = jobs_out.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("handler-{i}"))
+            .spawn(move || handler.run(jobs));
+        match spawned {
+            Ok(thread) => handlers.push(thread),
+            Err(e) => {
+                log(format_args!(
+                    "worker {slot}: cannot start a handler thread: {e}"
+                ));
+                return 1;
+            }
+        }
+    }
+    drop(jobs_out);
+
+    let limits = IntakeLimits {
+        request_bytes_max: settings.request_bytes_max,
+        request_timeout: Duration::from_millis(settings.request_timeout_ms),
+        connections_max: settings.connections_max,
+    };
+    let outcome = intake::run(listener, &jobs_in, limits);
+    // Closing the channel lets the handlers finish what is queued, then return.
+    drop(jobs_in);
+    for thread in handlers {
+        let _ = thread.join();
+    }
+    match outcome {
+        Ok(()) => 0,
+        Err(e) => {
+            log(format_args!("worker {slot}: intake failed: {e}"));
+            1
+        }
+    }
+}
+
+/// Asks the kernel to stop this worker when the supervisor dies, so that no orphan
+/// keeps serving on the port.
+fn die_with_parent() {
+    // SAFETY: prctl(PR_SET_PDEATHSIG) takes plain integers and touches no memory of ours.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+    }
+}
+
+/// A broken invariant is a bug: the whole worker dies and the supervisor replaces it,
+/// rather than one thread vanishing while its siblings go on.
+fn abort_on_panic() {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default_hook(info);
+        std::process::abort();
+    }));
+}

@@ -1,0 +1,334 @@
+//! The PostgreSQL side: connection settings, the pool, the schema, and one session per
+//! handler thread with its statements prepared once.
+//!
+//! All matching and money movement happens in the functions of `schema.sql`, each
+//! called as one statement and so as one database transaction. Deadlocks and
+//! serialization failures are retried here, in [`Session::retrying`], and nowhere else.
+
+use crate::model::{AccountId, Fill, OrderId, OrderState, Symbol};
+use postgres::error::SqlState;
+use postgres::{Client, NoTls, Statement};
+use r2d2::{Pool, PooledConnection};
+use r2d2_postgres::PostgresConnectionManager;
+use rust_decimal::Decimal;
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// The whole schema; applied at start, idempotent.
+pub const SCHEMA_SQL: &str = include_str!("../schema.sql");
+
+pub type Manager = PostgresConnectionManager<NoTls>;
+
+/// How a re-run operation is bounded.
+const ATTEMPTS_MAX: u32 = 8;
+
+/// Timeouts that keep one stuck statement from holding a worker thread.
+#[derive(Clone, Copy, Debug)]
+pub struct DatabaseTimeouts {
+    pub connect_ms: u64,
+    pub statement_ms: u64,
+    pub idle_in_transaction_ms: u64,
+}
+
+impl Default for DatabaseTimeouts {
+    fn default() -> Self {
+        DatabaseTimeouts {
+            connect_ms: 3_000,
+            statement_ms: 5_000,
+            idle_in_transaction_ms: 10_000,
+        }
+    }
+}
+
+/// A database failure that is not a business outcome.
+#[derive(Debug)]
+pub enum StoreError {
+    /// The database could not be reached or the connection broke.
+    Unavailable(String),
+    /// Anything else the database refused (a timeout, a retried deadlock that persisted).
+    Failed(String),
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Unavailable(why) => write!(f, "database unavailable: {why}"),
+            StoreError::Failed(why) => write!(f, "database error: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+impl From<postgres::Error> for StoreError {
+    fn from(e: postgres::Error) -> Self {
+        let why = match e.as_db_error() {
+            Some(db) => format!("{} ({})", db.message(), db.code().code()),
+            None => e.to_string(),
+        };
+        if e.is_closed() || e.as_db_error().is_none() {
+            StoreError::Unavailable(why)
+        } else {
+            StoreError::Failed(why)
+        }
+    }
+}
+
+/// Connection settings for `url`, with the server-side timeouts every session runs under.
+pub fn config(url: &str, timeouts: DatabaseTimeouts) -> Result<postgres::Config, StoreError> {
+    let mut config = postgres::Config::from_str(url)
+        .map_err(|e| StoreError::Failed(format!("bad database URL: {e}")))?;
+    config.connect_timeout(Duration::from_millis(timeouts.connect_ms));
+    config.application_name("exchange-server");
+    config.options(&format!(
+        "-c statement_timeout={} -c idle_in_transaction_session_timeout={}",
+        timeouts.statement_ms, timeouts.idle_in_transaction_ms
+    ));
+    Ok(config)
+}
+
+/// Connects once and applies the schema (serialised, so workers may race safely).
+pub fn prepare_database(config: &postgres::Config) -> Result<(), StoreError> {
+    let mut client = config.connect(NoTls)?;
+    apply_schema(&mut client)
+}
+
+pub fn apply_schema(client: &mut Client) -> Result<(), StoreError> {
+    let mut transaction = client.transaction()?;
+    // A fixed key, distinct from any symbol's: concurrent CREATE OR REPLACE would collide.
+    transaction.execute("SELECT pg_advisory_xact_lock(7428461)", &[])?;
+    transaction.batch_execute(SCHEMA_SQL)?;
+    transaction.commit()?;
+    Ok(())
+}
+
+/// A pool of `size` connections; fails if the database cannot be reached now.
+pub fn pool(
+    config: postgres::Config,
+    size: u32,
+    timeouts: DatabaseTimeouts,
+) -> Result<Pool<Manager>, StoreError> {
+    Pool::builder()
+        .max_size(size)
+        .connection_timeout(Duration::from_millis(timeouts.connect_ms))
+        .build(PostgresConnectionManager::new(config, NoTls))
+        .map_err(|e| StoreError::Unavailable(e.to_string()))
+}
+
+/// Why an order was not opened, as the database saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OrderRefusal {
+    NoAccount,
+    InsufficientFunds,
+    InsufficientShares,
+}
+
+/// What opening an order did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placed {
+    Opened { id: OrderId, trades: u32 },
+    Refused(OrderRefusal),
+}
+
+/// What a cancel did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Canceled {
+    Canceled,
+    NotFound,
+    NothingOpen,
+}
+
+struct Statements {
+    account_exists: Statement,
+    create_account: Statement,
+    issue_shares: Statement,
+    place_order: Statement,
+    cancel_order: Statement,
+    order_state: Statement,
+}
+
+impl Statements {
+    fn prepare(client: &mut Client) -> Result<Statements, postgres::Error> {
+        Ok(Statements {
+            account_exists: client.prepare("SELECT EXISTS (SELECT 1 FROM accounts WHERE id = $1)")?,
+            create_account: client.prepare("SELECT create_account($1, $2)")?,
+            issue_shares: client.prepare("SELECT issue_shares($1, $2, $3)")?,
+            place_order: client.prepare("SELECT rejection, order_id, trade_count FROM place_order($1, $2, $3, $4)")?,
+            cancel_order: client.prepare("SELECT cancel_order($1, $2)")?,
+            order_state: client.prepare(
+                "SELECT o.open_shares, o.canceled_shares, floor(extract(epoch FROM o.canceled_at))::bigint,
+                        t.shares, t.price, floor(extract(epoch FROM t.traded_at))::bigint
+                   FROM orders o
+                   LEFT JOIN LATERAL (
+                        SELECT id, shares, price, traded_at FROM trades WHERE buy_order_id = o.id
+                        UNION ALL
+                        SELECT id, shares, price, traded_at FROM trades WHERE sell_order_id = o.id
+                   ) t ON true
+                  WHERE o.id = $1 AND o.account_id = $2
+                  ORDER BY t.id",
+            )?,
+        })
+    }
+}
+
+/// One pooled connection with its prepared statements, kept by a handler thread.
+pub struct Session {
+    client: PooledConnection<Manager>,
+    statements: Statements,
+}
+
+impl Session {
+    pub fn open(pool: &Pool<Manager>) -> Result<Session, StoreError> {
+        let mut client = pool
+            .get()
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let statements = Statements::prepare(&mut client)?;
+        Ok(Session { client, statements })
+    }
+
+    /// True once the connection is gone; the session must then be dropped.
+    pub fn is_broken(&self) -> bool {
+        self.client.is_closed()
+    }
+
+    /// Runs `operation` as a whole, again after a deadlock or serialization failure.
+    /// Every operation is one statement, so a failed attempt has changed nothing.
+    fn retrying<T>(
+        &mut self,
+        mut operation: impl FnMut(&mut Client, &Statements) -> Result<T, postgres::Error>,
+    ) -> Result<T, StoreError> {
+        let mut attempt = 1;
+        loop {
+            match operation(&mut self.client, &self.statements) {
+                Ok(value) => return Ok(value),
+                Err(e) if attempt < ATTEMPTS_MAX && is_transient(&e) => {
+                    // Back off a little, differently per attempt, so the rivals part ways.
+                    std::thread::sleep(Duration::from_micros(200 * u64::from(attempt * attempt)));
+                    attempt += 1;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    pub fn account_exists(&mut self, account: &AccountId) -> Result<bool, StoreError> {
+        self.retrying(|c, s| {
+            c.query_one(&s.account_exists, &[&account.as_str()])?
+                .try_get(0)
+        })
+    }
+
+    pub fn create_account(
+        &mut self,
+        account: &AccountId,
+        balance: Decimal,
+    ) -> Result<bool, StoreError> {
+        self.retrying(|c, s| {
+            c.query_one(&s.create_account, &[&account.as_str(), &balance])?
+                .try_get(0)
+        })
+    }
+
+    /// Adds shares to a position, creating the symbol if new; false if no such account.
+    pub fn issue_shares(
+        &mut self,
+        account: &AccountId,
+        symbol: &Symbol,
+        shares: Decimal,
+    ) -> Result<bool, StoreError> {
+        self.retrying(|c, s| {
+            c.query_one(
+                &s.issue_shares,
+                &[&account.as_str(), &symbol.as_str(), &shares],
+            )?
+            .try_get(0)
+        })
+    }
+
+    pub fn place_order(
+        &mut self,
+        account: &AccountId,
+        symbol: &Symbol,
+        amount: Decimal,
+        limit: Decimal,
+    ) -> Result<Placed, StoreError> {
+        let row = self.retrying(|c, s| {
+            c.query_one(
+                &s.place_order,
+                &[&account.as_str(), &symbol.as_str(), &amount, &limit],
+            )
+        })?;
+        let rejection: Option<&str> = row.try_get(0)?;
+        let placed = match rejection {
+            None => Placed::Opened {
+                id: OrderId(row.try_get(1)?),
+                trades: row.try_get::<_, i32>(2)?.unsigned_abs(),
+            },
+            Some("no_account") => Placed::Refused(OrderRefusal::NoAccount),
+            Some("insufficient_funds") => Placed::Refused(OrderRefusal::InsufficientFunds),
+            Some("insufficient_shares") => Placed::Refused(OrderRefusal::InsufficientShares),
+            Some(other) => {
+                return Err(StoreError::Failed(format!(
+                    "place_order answered {other:?}"
+                )))
+            }
+        };
+        Ok(placed)
+    }
+
+    pub fn cancel_order(
+        &mut self,
+        account: &AccountId,
+        order: OrderId,
+    ) -> Result<Canceled, StoreError> {
+        let row =
+            self.retrying(|c, s| c.query_one(&s.cancel_order, &[&account.as_str(), &order.0]))?;
+        match row.try_get::<_, &str>(0)? {
+            "canceled" => Ok(Canceled::Canceled),
+            "not_found" => Ok(Canceled::NotFound),
+            "not_open" => Ok(Canceled::NothingOpen),
+            other => Err(StoreError::Failed(format!(
+                "cancel_order answered {other:?}"
+            ))),
+        }
+    }
+
+    /// The order's state if it exists and belongs to `account`.
+    pub fn order_state(
+        &mut self,
+        account: &AccountId,
+        order: OrderId,
+    ) -> Result<Option<OrderState>, StoreError> {
+        let rows = self.retrying(|c, s| c.query(&s.order_state, &[&order.0, &account.as_str()]))?;
+        let Some(first) = rows.first() else {
+            return Ok(None);
+        };
+        let canceled_shares: Decimal = first.try_get(1)?;
+        let canceled_at: Option<i64> = first.try_get(2)?;
+        let mut state = OrderState {
+            open_shares: first.try_get(0)?,
+            canceled: canceled_at.map(|time| (canceled_shares, time)),
+            fills: Vec::with_capacity(rows.len()),
+        };
+        for row in &rows {
+            let shares: Option<Decimal> = row.try_get(3)?;
+            if let Some(shares) = shares {
+                state.fills.push(Fill {
+                    shares,
+                    price: row.try_get(4)?,
+                    time: row.try_get(5)?,
+                });
+            }
+        }
+        Ok(Some(state))
+    }
+}
+
+/// Deadlock and serialization failure: the operation may simply be run again.
+fn is_transient(e: &postgres::Error) -> bool {
+    matches!(
+        e.code(),
+        Some(&SqlState::T_R_DEADLOCK_DETECTED) | Some(&SqlState::T_R_SERIALIZATION_FAILURE)
+    )
+}

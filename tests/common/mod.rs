@@ -1,0 +1,291 @@
+//! Shared by the integration tests: a fresh database per test, the exchange driven
+//! in-process against it, and the real `exchange-server` binary over TCP.
+//!
+//! Tests need a real PostgreSQL; `scripts/test` starts one and exports its URL as
+//! `EXCHANGE_TEST_DATABASE_URL`. Without it a test fails, never skips.
+
+#![allow(dead_code)]
+
+use exchange::protocol::render;
+use exchange::protocol::reply::read_reply;
+use exchange::protocol::tree::Element;
+use exchange::protocol::ParseLimits;
+use exchange::server::handler::Handler;
+use exchange::store::{self, DatabaseTimeouts};
+use postgres::NoTls;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// The URL of a database on the test cluster where databases may be created.
+pub fn admin_url() -> String {
+    std::env::var("EXCHANGE_TEST_DATABASE_URL")
+        .expect("EXCHANGE_TEST_DATABASE_URL is not set: run the tests with scripts/test")
+}
+
+/// Creates an empty database with the schema applied and returns its URL.
+pub fn fresh_database(hint: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let name = format!(
+        "t_{}_{}_{}",
+        hint.to_lowercase()
+            .replace(|c: char| !c.is_ascii_alphanumeric(), "_"),
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    );
+    let admin = admin_url();
+    let mut client = postgres::Client::connect(&admin, NoTls).expect("connect to the test cluster");
+    for statement in [
+        format!("DROP DATABASE IF EXISTS {name}"),
+        format!("CREATE DATABASE {name}"),
+    ] {
+        client
+            .batch_execute(&statement)
+            .expect("create a test database");
+    }
+    let url = with_database(&admin, &name);
+    let config = store::config(&url, DatabaseTimeouts::default()).expect("test URL");
+    store::prepare_database(&config).expect("apply the schema");
+    url
+}
+
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = url.split_once('?').map_or((url, ""), |(b, q)| (b, q));
+    let slash = base.rfind('/').expect("URL with a database path");
+    let tail = if query.is_empty() {
+        String::new()
+    } else {
+        format!("?{query}")
+    };
+    format!("{}/{name}{tail}", &base[..slash])
+}
+
+pub fn sql(url: &str) -> postgres::Client {
+    postgres::Client::connect(url, NoTls).expect("connect to the test database")
+}
+
+/// The exchange in this process, on its own database: parse, execute, render.
+pub struct Exchange {
+    pub url: String,
+    handler: Handler,
+}
+
+impl Exchange {
+    pub fn new(hint: &str) -> Exchange {
+        let url = fresh_database(hint);
+        Exchange::on(&url)
+    }
+
+    pub fn on(url: &str) -> Exchange {
+        let timeouts = DatabaseTimeouts::default();
+        let config = store::config(url, timeouts).expect("test URL");
+        let pool = store::pool(config, 1, timeouts).expect("pool");
+        Exchange {
+            url: url.to_string(),
+            handler: Handler::new(pool, ParseLimits::default()),
+        }
+    }
+
+    /// The raw answer to a request document.
+    pub fn raw(&mut self, xml: &str) -> String {
+        let response = self.handler.answer(xml.as_bytes());
+        String::from_utf8(render(&response)).expect("UTF-8 answer")
+    }
+
+    /// The answer's items.
+    pub fn send(&mut self, xml: &str) -> Vec<Element> {
+        read_reply(self.raw(xml).as_bytes()).expect("a well-formed answer")
+    }
+
+    /// Sends one `<transactions>` with the given children for `account`.
+    pub fn tx(&mut self, account: &str, children: &str) -> Vec<Element> {
+        self.send(&format!(
+            "<transactions id=\"{account}\">{children}</transactions>"
+        ))
+    }
+
+    /// Creates accounts and, per `(symbol, account, shares)`, positions; asserts success.
+    pub fn setup(&mut self, accounts: &[(&str, &str)], positions: &[(&str, &str, &str)]) {
+        let mut xml = String::from("<create>");
+        for (id, balance) in accounts {
+            xml += &format!("<account id=\"{id}\" balance=\"{balance}\"/>");
+        }
+        for (sym, id, shares) in positions {
+            xml +=
+                &format!("<symbol sym=\"{sym}\"><account id=\"{id}\">{shares}</account></symbol>");
+        }
+        xml += "</create>";
+        for item in self.send(&xml) {
+            assert_eq!(item.name, "created", "setup failed: {item:?}");
+        }
+    }
+
+    /// Places an order and returns its id; panics if it is not opened.
+    pub fn order(&mut self, account: &str, sym: &str, amount: &str, limit: &str) -> String {
+        let items = self.tx(
+            account,
+            &format!("<order sym=\"{sym}\" amount=\"{amount}\" limit=\"{limit}\"/>"),
+        );
+        assert_eq!(items[0].name, "opened", "order not opened: {items:?}");
+        items[0].get("id").to_string()
+    }
+
+    pub fn balance(&self, account: &str) -> String {
+        let row = sql(&self.url)
+            .query_one(
+                "SELECT balance::text FROM accounts WHERE id = $1",
+                &[&account],
+            )
+            .expect("account row");
+        normalize(row.get(0))
+    }
+
+    pub fn shares(&self, account: &str, sym: &str) -> String {
+        let rows = sql(&self.url)
+            .query(
+                "SELECT shares::text FROM positions WHERE account_id = $1 AND symbol = $2",
+                &[&account, &sym],
+            )
+            .expect("positions");
+        rows.first()
+            .map_or_else(|| "0".into(), |r| normalize(r.get(0)))
+    }
+}
+
+/// Drops trailing fractional zeros of a NUMERIC's text: "12.500" -> "12.5".
+pub fn normalize(text: String) -> String {
+    if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        text
+    }
+}
+
+/// The `(name, attrs)` of each child of a `<status>` or `<canceled>`, times left out.
+pub fn parts(item: &Element) -> Vec<String> {
+    item.children
+        .iter()
+        .map(|c| {
+            let attrs: Vec<String> = c
+                .attrs
+                .iter()
+                .filter(|(k, _)| k != "time")
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            format!("{} {}", c.name, attrs.join(" "))
+        })
+        .collect()
+}
+
+/// The real server binary, started on a free port; stopped with SIGTERM on drop.
+pub struct Server {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub url: String,
+}
+
+impl Server {
+    pub fn start(url: &str, workers: usize, extra: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_exchange-server"))
+            .args([
+                "--port",
+                "0",
+                "--bind",
+                "127.0.0.1",
+                "--workers",
+                &workers.to_string(),
+                "--threads",
+                "2",
+            ])
+            .args(extra)
+            .arg("--database-url")
+            .arg(url)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start exchange-server");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the listening line");
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .parse()
+            .expect("an address");
+        let server = Server {
+            child,
+            addr,
+            url: url.to_string(),
+        };
+        server.wait_until_serving();
+        server
+    }
+
+    fn wait_until_serving(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(answer) = self.try_send("<create/>") {
+                if answer.contains("<results/>") {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("server at {} never answered", self.addr);
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Sends raw bytes on a new connection and reads the answer until the server closes.
+    pub fn send_bytes(&self, bytes: &[u8]) -> std::io::Result<String> {
+        let mut stream = TcpStream::connect(self.addr)?;
+        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        stream.write_all(bytes)?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer)?;
+        Ok(answer)
+    }
+
+    pub fn try_send(&self, xml: &str) -> std::io::Result<String> {
+        self.send_bytes(format!("{}\n{xml}", xml.len()).as_bytes())
+    }
+
+    pub fn send(&self, xml: &str) -> Vec<Element> {
+        let answer = self.try_send(xml).expect("a TCP round trip");
+        read_reply(answer.as_bytes()).unwrap_or_else(|e| panic!("bad answer {answer:?}: {e}"))
+    }
+
+    /// Sends SIGTERM and waits; returns the exit status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.pid()),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        self.child.wait().expect("wait for the server")
+    }
+
+    /// The worker processes: the supervisor's children.
+    pub fn workers(&self) -> Vec<i32> {
+        let path = format!("/proc/{}/task/{}/children", self.pid(), self.pid());
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.stop();
+        }
+    }
+}
