@@ -63,9 +63,10 @@ impl std::error::Error for StoreError {}
 
 impl From<postgres::Error> for StoreError {
     fn from(e: postgres::Error) -> Self {
-        let why = match e.as_db_error() {
-            Some(db) => format!("{} ({})", db.message(), db.code().code()),
-            None => e.to_string(),
+        let why = match (e.as_db_error(), std::error::Error::source(&e)) {
+            (Some(db), _) => format!("{} ({})", db.message(), db.code().code()),
+            (None, Some(cause)) => format!("{e}: {cause}"),
+            (None, None) => e.to_string(),
         };
         if e.is_closed() || e.as_db_error().is_none() {
             StoreError::Unavailable(why)

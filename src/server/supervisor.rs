@@ -44,7 +44,9 @@ pub fn run(settings: Settings) -> ExitCode {
         }
     };
     if let Err(why) = check_database(&settings) {
-        log(format_args!("{why}"));
+        if !why.is_empty() {
+            log(format_args!("{why}"));
+        }
         return ExitCode::FAILURE;
     }
     if let Err(e) = signals::install_stop_handlers() {
@@ -133,7 +135,9 @@ fn check_database(settings: &Settings) -> Result<(), String> {
         }
         Ok(ForkResult::Parent { child }) => match waitpid(child, None) {
             Ok(WaitStatus::Exited(_, 0)) => Ok(()),
-            Ok(_) => Err("stopping: the database is not usable (see the line above)".into()),
+            // The child said why, in one line.
+            Ok(WaitStatus::Exited(_, EXIT_DATABASE_UNAVAILABLE)) => Err(String::new()),
+            Ok(status) => Err(format!("the database check failed: {status:?}")),
             Err(e) => Err(format!("cannot wait for the database check: {e}")),
         },
         Err(e) => Err(format!("cannot fork: {e}")),

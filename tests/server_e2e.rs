@@ -1,0 +1,235 @@
+//! The real `exchange-server` binary over TCP with several workers: a full scenario,
+//! framing, malformed input, worker replacement, pinning, and clean stops.
+
+mod common;
+
+use common::{fresh_database, parts, Server};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+#[test]
+fn a_full_scenario_over_tcp() {
+    let server = Server::start(&fresh_database("e2e_scenario"), 2, &[]);
+    let created = server.send(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+        <create>
+          <account id="123456" balance="1000"/>
+          <account id="654321" balance="0"/>
+          <symbol sym="SPY"><account id="654321">100000</account></symbol>
+        </create>"#,
+    );
+    assert_eq!(
+        created.iter().filter(|i| i.name == "created").count(),
+        3,
+        "{created:?}"
+    );
+    let sell = server.send(
+        r#"<transactions id="654321"><order sym="SPY" amount="-100" limit="5"/></transactions>"#,
+    );
+    assert_eq!(sell[0].name, "opened");
+    let buy = server.send(
+        r#"<transactions id="123456"><order sym="SPY" amount="150" limit="6"/><query id="1"/></transactions>"#,
+    );
+    assert_eq!(buy[0].name, "opened");
+    let buy_id = buy[0].get("id").to_string();
+    let status = server.send(&format!(
+        r#"<transactions id="123456"><query id="{buy_id}"/></transactions>"#
+    ));
+    assert_eq!(
+        parts(&status[0]),
+        ["open shares=50", "executed shares=100 price=5"]
+    );
+    let canceled = server.send(&format!(
+        r#"<transactions id="123456"><cancel id="{buy_id}"/></transactions>"#
+    ));
+    assert_eq!(
+        parts(&canceled[0]),
+        ["canceled shares=50", "executed shares=100 price=5"]
+    );
+    let mut db = common::sql(&server.url);
+    let balance: String = db
+        .query_one(
+            "SELECT balance::text FROM accounts WHERE id = '123456'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(common::normalize(balance), "500");
+}
+
+#[test]
+fn framing_tolerates_a_long_declared_length_and_crlf() {
+    let server = Server::start(&fresh_database("e2e_framing"), 2, &[]);
+    // Declared longer than sent, complete document: answered without waiting for more.
+    let started = Instant::now();
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    stream
+        .write_all(b"5000\r\n<create><account id=\"1\" balance=\"1\"/></create>")
+        .unwrap();
+    let mut answer = String::new();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.contains("<created id=\"1\"/>"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    // Incomplete document, then a half-close: what arrived is the request.
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    stream
+        .write_all(b"5000\n<create><account id=\"2\" balance=\"1\"/>")
+        .unwrap();
+    stream.shutdown(Shutdown::Write).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.contains("<error>"), "{answer}");
+}
+
+#[test]
+fn malformed_input_gets_an_error_and_the_server_keeps_serving() {
+    let server = Server::start(&fresh_database("e2e_malformed"), 2, &[]);
+    let cases: [&[u8]; 9] = [
+        b"abc\n<create/>",
+        b"-5\n<create/>",
+        b"0\n",
+        b"99999999999999999999\n<create/>",
+        b"12\n<create><x></create>",
+        b"9\n<foo/>   ",
+        b"31\n<!DOCTYPE x><create></create>",
+        b"10\n<create>\xff</create>",
+        b"20\n<create/><create/>",
+    ];
+    for bytes in cases {
+        let answer = server.send_bytes(bytes).expect("an answer");
+        assert!(
+            answer.contains("<results>") && answer.contains("<error>"),
+            "{:?} got {answer:?}",
+            String::from_utf8_lossy(bytes)
+        );
+        let ok = server.send("<create/>");
+        assert!(ok.is_empty());
+    }
+}
+
+#[test]
+fn a_killed_worker_is_replaced_and_others_keep_serving() {
+    let server = Server::start(&fresh_database("e2e_respawn"), 2, &[]);
+    let before = server.workers();
+    assert_eq!(before.len(), 2, "{before:?}");
+    kill(Pid::from_raw(before[0]), Signal::SIGKILL).unwrap();
+    let killed_at = Instant::now();
+    let replaced = loop {
+        let now = server.workers();
+        if now.len() == 2 && !now.contains(&before[0]) {
+            break killed_at.elapsed();
+        }
+        assert!(
+            killed_at.elapsed() < Duration::from_secs(5),
+            "not replaced: {now:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(
+        replaced < Duration::from_secs(2),
+        "replacement took {replaced:?}"
+    );
+    for _ in 0..20 {
+        assert!(server.send("<create/>").is_empty());
+    }
+}
+
+#[test]
+fn sigterm_stops_every_process_with_exit_code_zero() {
+    let mut server = Server::start(&fresh_database("e2e_sigterm"), 2, &[]);
+    let workers = server.workers();
+    assert_eq!(workers.len(), 2);
+    let status = server.stop();
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    for pid in workers {
+        assert!(
+            kill(Pid::from_raw(pid), None).is_err(),
+            "worker {pid} still alive"
+        );
+    }
+}
+
+#[test]
+fn an_unreachable_database_gives_one_clear_line_and_a_nonzero_exit() {
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let started = Instant::now();
+    let output = Command::new(env!("CARGO_BIN_EXE_exchange-server"))
+        .args(["--port", "0", "--bind", "127.0.0.1", "--workers", "2"])
+        .arg("--database-url")
+        .arg(format!("postgres://postgres@127.0.0.1:{port}/nothing"))
+        .output()
+        .expect("run the server");
+    assert!(!output.status.success());
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("database"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
+
+#[test]
+fn pinned_workers_follow_the_taskset_they_were_given() {
+    let allowed = exchange::server::affinity::allowed_cpus();
+    let last = *allowed.last().unwrap();
+    let url = fresh_database("e2e_pin");
+    // Under `taskset -c LAST`, two pinned workers both land on LAST.
+    let mut child = Command::new("taskset")
+        .args([
+            "-c",
+            &last.to_string(),
+            env!("CARGO_BIN_EXE_exchange-server"),
+        ])
+        .args([
+            "--port",
+            "0",
+            "--bind",
+            "127.0.0.1",
+            "--workers",
+            "2",
+            "--threads",
+            "1",
+            "--pin",
+        ])
+        .arg("--database-url")
+        .arg(&url)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("taskset (util-linux) runs");
+    let mut first_line = [0u8; 64];
+    let _ = child.stdout.as_mut().unwrap().read(&mut first_line);
+    let pid = child.id();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let cpus = loop {
+        let children =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        let workers: Vec<&str> = children.split_whitespace().collect();
+        let lists: Vec<String> = workers
+            .iter()
+            .filter_map(|w| std::fs::read_to_string(format!("/proc/{w}/status")).ok())
+            .filter_map(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("Cpus_allowed_list:"))
+                    .map(|l| l[18..].trim().to_string())
+            })
+            .collect();
+        if lists.len() == 2 || Instant::now() > deadline {
+            break lists;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+    let status = child.wait().unwrap();
+    assert_eq!(cpus, [last.to_string(), last.to_string()]);
+    assert_eq!(status.code(), Some(0));
+}
