@@ -4,6 +4,7 @@
 //! A request flows through stages that are each a plain function:
 //! [`framing::examine`] -> [`protocol::parse`] -> [`exchange::execute`] -> [`protocol::render`].
 
+pub mod audit;
 pub mod exchange;
 pub mod framing;
 pub mod model;
@@ -12,3 +13,4 @@ pub mod protocol;
 pub mod rejection;
 pub mod server;
 pub mod store;
+pub mod wire;

@@ -1,0 +1,204 @@
+//! `exchange-client flip`: the classic scalability scenario. Odd users hold cash and
+//! buy, even users hold shares and sell, all released at once through a barrier;
+//! afterwards every holding must have flipped exactly. Checked through the protocol
+//! alone: probing orders that must open (and are canceled) or must be refused.
+
+use crate::Target;
+use clap::Args;
+use exchange::protocol::reply::read_reply;
+use exchange::protocol::tree::Element;
+use exchange::wire::round_trip;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Shares each pair trades, and the price: a buyer starts with exactly SHARES x PRICE.
+const SHARES: &str = "4";
+const PRICE: &str = "12.5";
+const CASH: &str = "50";
+/// One unit more than a holding, in the smallest step the protocol allows.
+const SHARES_PLUS_ONE_STEP: &str = "4.00000001";
+const CASH_PLUS_ONE_STEP: &str = "50.00000001";
+const TINY: &str = "0.00000001";
+const UNREACHABLE_PRICE: &str = "1000000";
+
+#[derive(Args, Clone, Debug)]
+pub struct FlipArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// Users; odd-numbered ones buy, even-numbered ones sell (an even number, at least 2).
+    #[arg(long, default_value_t = 20)]
+    pub users: usize,
+}
+
+struct Client {
+    addr: SocketAddr,
+    timeout: Duration,
+}
+
+impl Client {
+    fn send(&self, xml: &str) -> Result<Vec<Element>, String> {
+        let answer = round_trip(self.addr, xml.as_bytes(), self.timeout)
+            .map_err(|e| format!("transport: {e}"))?;
+        read_reply(&answer).map_err(|e| format!("unreadable answer: {e}"))
+    }
+
+    fn one(&self, account: &str, child: &str) -> Result<Element, String> {
+        let mut items = self.send(&format!(
+            r#"<transactions id="{account}">{child}</transactions>"#
+        ))?;
+        items.pop().ok_or_else(|| "empty answer".to_string())
+    }
+}
+
+pub fn run(args: &FlipArgs) -> Result<ExitCode, String> {
+    if args.users < 2 || args.users % 2 != 0 {
+        return Err("--users must be an even number, at least 2".into());
+    }
+    let client = Arc::new(Client {
+        addr: args.target.addr()?,
+        timeout: args.target.timeout(),
+    });
+    let tag = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+        % 1_000_000_000_000;
+    let symbol = format!("F{tag}");
+    // User n (1-based): odd buys, even sells.
+    let users: Vec<(String, bool)> = (1..=args.users)
+        .map(|n| (format!("{tag}{n:06}"), n % 2 == 1))
+        .collect();
+
+    let mut setup = String::from("<create>");
+    for (id, buyer) in &users {
+        let cash = if *buyer { CASH } else { "0" };
+        setup += &format!(r#"<account id="{id}" balance="{cash}"/>"#);
+    }
+    setup += &format!(r#"<symbol sym="{symbol}">"#);
+    for (id, _) in users.iter().filter(|(_, buyer)| !buyer) {
+        setup += &format!(r#"<account id="{id}">{SHARES}</account>"#);
+    }
+    setup += "</symbol></create>";
+    if let Some(bad) = client.send(&setup)?.iter().find(|i| i.name != "created") {
+        return Err(format!("setup refused: {}", bad.text));
+    }
+
+    let barrier = Arc::new(Barrier::new(users.len()));
+    let threads: Vec<_> = users
+        .iter()
+        .cloned()
+        .map(|(id, buyer)| {
+            let (client, barrier, symbol) = (client.clone(), barrier.clone(), symbol.clone());
+            std::thread::spawn(move || {
+                let amount = if buyer {
+                    SHARES.to_string()
+                } else {
+                    format!("-{SHARES}")
+                };
+                barrier.wait();
+                client.one(
+                    &id,
+                    &format!(r#"<order sym="{symbol}" amount="{amount}" limit="{PRICE}"/>"#),
+                )
+            })
+        })
+        .collect();
+    let mut orders = Vec::new();
+    for thread in threads {
+        let answer = thread
+            .join()
+            .map_err(|_| "a user thread panicked".to_string())??;
+        if answer.name != "opened" {
+            return Err(format!("a flip order was refused: {}", answer.text));
+        }
+        orders.push(answer.get("id").to_string());
+    }
+
+    let mut mismatches = Vec::new();
+    for ((id, buyer), order) in users.iter().zip(&orders) {
+        check_user(&client, &symbol, id, *buyer, order, &mut mismatches)?;
+    }
+    if mismatches.is_empty() {
+        println!("flip: {} users, every holding flipped exactly", users.len());
+        Ok(ExitCode::SUCCESS)
+    } else {
+        for m in &mismatches {
+            println!("MISMATCH {m}");
+        }
+        println!("flip FAILED: {} mismatches", mismatches.len());
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+/// The flip order executed in full, and the user now holds exactly what the other side held.
+fn check_user(
+    client: &Client,
+    symbol: &str,
+    id: &str,
+    buyer: bool,
+    order: &str,
+    mismatches: &mut Vec<String>,
+) -> Result<(), String> {
+    let status = client.one(id, &format!(r#"<query id="{order}"/>"#))?;
+    let executed: Vec<&Element> = status
+        .children
+        .iter()
+        .filter(|c| c.name == "executed")
+        .collect();
+    let open = status.children.iter().any(|c| c.name == "open");
+    let total: rust_decimal::Decimal = executed
+        .iter()
+        .filter_map(|e| e.get("shares").parse::<rust_decimal::Decimal>().ok())
+        .sum();
+    if open || total.to_string() != SHARES {
+        mismatches.push(format!(
+            "user {id}: order {order} executed {total} of {SHARES} (open: {open})"
+        ));
+    }
+    let mut expect = |child: String, opens: bool, what: &str| -> Result<(), String> {
+        let answer = client.one(id, &child)?;
+        let opened = answer.name == "opened";
+        if opened {
+            client.one(id, &format!(r#"<cancel id="{}"/>"#, answer.get("id")))?;
+        }
+        if opened != opens {
+            mismatches.push(format!(
+                "user {id}: {what}: {}",
+                if opened { "opened" } else { &answer.text }
+            ));
+        }
+        Ok(())
+    };
+    let order = |amount: &str, limit: &str| {
+        format!(r#"<order sym="{symbol}" amount="{amount}" limit="{limit}"/>"#)
+    };
+    if buyer {
+        // Now holds exactly SHARES shares and no cash.
+        expect(
+            order(&format!("-{SHARES}"), UNREACHABLE_PRICE),
+            true,
+            "cannot sell the shares bought",
+        )?;
+        expect(
+            order(&format!("-{SHARES_PLUS_ONE_STEP}"), UNREACHABLE_PRICE),
+            false,
+            "holds more shares than bought",
+        )?;
+        expect(order(TINY, TINY), false, "has cash left")?;
+    } else {
+        // Now holds exactly SHARES x PRICE in cash and no shares.
+        expect(order(SHARES, PRICE), true, "cannot spend the proceeds")?;
+        expect(
+            order("1", CASH_PLUS_ONE_STEP),
+            false,
+            "holds more cash than the proceeds",
+        )?;
+        expect(
+            order(&format!("-{TINY}"), UNREACHABLE_PRICE),
+            false,
+            "has shares left",
+        )?;
+    }
+    Ok(())
+}

@@ -1,0 +1,239 @@
+//! `exchange-client load`: C connections' worth of threads drive a mixed workload for a
+//! duration or a number of requests, with a live progress bar, then report.
+
+use crate::report::{error_kind, Summary, Tally};
+use crate::workload::{Generator, Op, Universe};
+use crate::Target;
+use clap::Args;
+use exchange::protocol::reply::read_reply;
+use exchange::wire::round_trip;
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+#[derive(Args, Clone, Debug)]
+pub struct LoadArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// Concurrent clients, each on its own thread, one connection per request.
+    #[arg(long, default_value_t = 8)]
+    pub connections: usize,
+    /// Seconds to run (ignored when --requests is given).
+    #[arg(long, default_value_t = 10)]
+    pub duration: u64,
+    /// Total requests to send, instead of a duration.
+    #[arg(long)]
+    pub requests: Option<u64>,
+    /// Symbols to trade.
+    #[arg(long, default_value_t = 4)]
+    pub symbols: usize,
+    /// Accounts to trade from.
+    #[arg(long, default_value_t = 100)]
+    pub accounts: usize,
+    /// Operations in each `<transactions>` request.
+    #[arg(long, default_value_t = 1)]
+    pub orders_per_request: usize,
+    /// Seed of the random workload.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: &LoadArgs) -> Result<ExitCode, String> {
+    if args.connections == 0
+        || args.symbols == 0
+        || args.accounts == 0
+        || args.orders_per_request == 0
+    {
+        return Err(
+            "--connections, --symbols, --accounts and --orders-per-request must be at least 1"
+                .into(),
+        );
+    }
+    let addr = args.target.addr()?;
+    let timeout = args.target.timeout();
+    let tag = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+        % 1_000_000_000_000;
+    let universe = Arc::new(Universe::new(tag, args.accounts, args.symbols));
+    for request in universe.setup_requests(5_000) {
+        let answer = round_trip(addr, request.as_bytes(), timeout)
+            .map_err(|e| format!("setup failed: {e}"))?;
+        let items = read_reply(&answer).map_err(|e| format!("setup answer unreadable: {e}"))?;
+        if let Some(error) = items.iter().find(|i| i.name != "created") {
+            return Err(format!("setup was refused: {}", error.text));
+        }
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let cpu_before = process_cpu();
+    let threads: Vec<_> = (0..args.connections)
+        .map(|i| {
+            let (universe, stop, sent) = (universe.clone(), stop.clone(), sent.clone());
+            let (limit, operations) = (args.requests, args.orders_per_request);
+            let rng =
+                SmallRng::seed_from_u64(args.seed.wrapping_mul(1_000_003).wrapping_add(i as u64));
+            std::thread::spawn(move || {
+                let mut generator = Generator::new(rng);
+                let mut tally = Tally::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let n = sent.fetch_add(1, Ordering::Relaxed);
+                    if limit.is_some_and(|limit| n >= limit) {
+                        break;
+                    }
+                    one_request(
+                        addr,
+                        timeout,
+                        &universe,
+                        &mut generator,
+                        operations,
+                        &mut tally,
+                    );
+                }
+                tally
+            })
+        })
+        .collect();
+
+    watch(args, &stop, &sent, started);
+    let mut tally = Tally::new();
+    for thread in threads {
+        tally.merge(
+            thread
+                .join()
+                .map_err(|_| "a load thread panicked".to_string())?,
+        );
+    }
+    let summary = Summary {
+        tally: &tally,
+        elapsed: started.elapsed(),
+        connections: args.connections,
+        orders_per_request: args.orders_per_request,
+        client_cpu: process_cpu().saturating_sub(cpu_before),
+    };
+    if args.json {
+        println!("{}", summary.json());
+    } else {
+        summary.print();
+    }
+    Ok(if tally.transport_failure_count() == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
+}
+
+/// Sends one request and tallies what came back.
+fn one_request(
+    addr: std::net::SocketAddr,
+    timeout: Duration,
+    universe: &Universe,
+    generator: &mut Generator,
+    operations: usize,
+    tally: &mut Tally,
+) {
+    let (account, xml, ops) = generator.next_request(universe, operations);
+    let sent_at = Instant::now();
+    let answer = match round_trip(addr, xml.as_bytes(), timeout) {
+        Ok(answer) => answer,
+        Err(e) => {
+            *tally
+                .transport_failures
+                .entry(format!("{:?}", e.kind()))
+                .or_default() += 1;
+            return;
+        }
+    };
+    tally.record_latency(sent_at.elapsed());
+    let items = match read_reply(&answer) {
+        Ok(items) if items.len() == ops.len() => items,
+        _ => {
+            *tally
+                .transport_failures
+                .entry("unreadable answer".into())
+                .or_default() += 1;
+            return;
+        }
+    };
+    tally.requests += 1;
+    tally.operations += ops.len() as u64;
+    for (op, item) in ops.iter().zip(&items) {
+        match (op, item.name.as_str()) {
+            (Op::Order, "opened") => {
+                if let Ok(id) = item.get("id").parse() {
+                    generator.opened(account, id);
+                }
+            }
+            (_, "error") => *tally.errors.entry(error_kind(&item.text)).or_default() += 1,
+            _ => {}
+        }
+    }
+}
+
+/// Shows a progress bar on a terminal while the run lasts; stops it when time is up.
+fn watch(args: &LoadArgs, stop: &AtomicBool, sent: &AtomicU64, started: Instant) {
+    let show = std::io::stderr().is_terminal() && !args.json;
+    let (length, unit) = match args.requests {
+        Some(n) => (n, "requests"),
+        None => (args.duration, "s"),
+    };
+    let bar = if show {
+        ProgressBar::new(length)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let deadline = started + Duration::from_secs(args.duration);
+    loop {
+        std::thread::sleep(Duration::from_millis(250));
+        let done = sent.load(Ordering::Relaxed);
+        let elapsed_ms = started.elapsed().as_millis().max(1);
+        bar.set_message(format!(
+            "{unit}, {} requests/s",
+            u128::from(done) * 1000 / elapsed_ms
+        ));
+        match args.requests {
+            Some(n) => {
+                bar.set_position(done.min(n));
+                if done >= n {
+                    break;
+                }
+            }
+            None => {
+                bar.set_position(started.elapsed().as_secs().min(length));
+                if Instant::now() >= deadline {
+                    break;
+                }
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    bar.finish_and_clear();
+}
+
+/// CPU time this process has used, user plus system.
+fn process_cpu() -> Duration {
+    // SAFETY: getrusage writes only into the struct we hand it.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let micros = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
+    micros(usage.ru_utime) + micros(usage.ru_stime)
+}

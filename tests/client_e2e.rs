@@ -1,0 +1,128 @@
+//! The `exchange-client` binary against the real server: send, load then audit, a
+//! tampered database failing the audit, and the flip scenario.
+
+mod common;
+
+use common::{fresh_database, Server};
+use std::process::{Command, Output};
+
+fn client(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_exchange-client"))
+        .args(args)
+        .output()
+        .expect("run exchange-client")
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+#[test]
+fn send_round_trips_a_file() {
+    let server = Server::start(&fresh_database("client_send"), 2, &[]);
+    let dir = std::env::temp_dir().join(format!("exchange-send-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("create.xml");
+    std::fs::write(
+        &file,
+        r#"<create><account id="42" balance="10.50"/></create>"#,
+    )
+    .unwrap();
+    let port = server.addr.port().to_string();
+    let output = client(&["send", "--port", &port, file.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(
+        text(&output).contains(r#"<created id="42"/>"#),
+        "{}",
+        text(&output)
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn load_then_audit_passes_and_the_report_is_json() {
+    let server = Server::start(&fresh_database("client_load"), 2, &[]);
+    let port = server.addr.port().to_string();
+    let output = client(&[
+        "load",
+        "--port",
+        &port,
+        "--duration",
+        "3",
+        "--connections",
+        "6",
+        "--accounts",
+        "20",
+        "--symbols",
+        "3",
+        "--orders-per-request",
+        "3",
+        "--json",
+    ]);
+    assert!(output.status.success(), "{}", text(&output));
+    let report: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("one JSON object");
+    assert!(report["requests"].as_u64().unwrap() > 50, "{report}");
+    assert!(report["requests_per_sec"].is_number());
+    assert!(report["latency_ms"]["p50"].is_number() && report["latency_ms"]["p99"].is_number());
+    assert_eq!(report["transport_failures"].as_u64(), Some(0), "{report}");
+    assert_eq!(report["server_errors"].as_u64(), Some(0), "{report}");
+    let trades: i64 = common::sql(&server.url)
+        .query_one("SELECT count(*) FROM trades", &[])
+        .unwrap()
+        .get(0);
+    assert!(
+        trades > 10,
+        "the workload should trade, saw {trades} trades"
+    );
+
+    let audit = client(&["audit", "--database-url", &server.url]);
+    assert!(audit.status.success(), "{}", text(&audit));
+    assert!(text(&audit).contains("audit passed"));
+}
+
+#[test]
+fn audit_fails_when_a_balance_was_changed_by_hand() {
+    let url = fresh_database("client_tamper");
+    let server = Server::start(&url, 2, &[]);
+    server.send(r#"<create><account id="1" balance="100"/><account id="2" balance="0"/><symbol sym="X"><account id="2">10</account></symbol></create>"#);
+    server.send(r#"<transactions id="1"><order sym="X" amount="5" limit="3"/></transactions>"#);
+    server.send(r#"<transactions id="2"><order sym="X" amount="-2" limit="1"/></transactions>"#);
+    assert!(client(&["audit", "--database-url", &url]).status.success());
+
+    let mut db = common::sql(&url);
+    db.batch_execute("UPDATE accounts SET balance = balance + 0.01 WHERE id = '2'")
+        .unwrap();
+    let audit = client(&["audit", "--database-url", &url]);
+    assert!(!audit.status.success(), "{}", text(&audit));
+    assert!(
+        text(&audit).contains("DISCREPANCY cash"),
+        "{}",
+        text(&audit)
+    );
+
+    db.batch_execute("UPDATE accounts SET balance = balance - 0.01 WHERE id = '2'; UPDATE positions SET shares = shares - 1 WHERE account_id = '2'").unwrap();
+    let audit = client(&["audit", "--database-url", &url]);
+    assert!(!audit.status.success());
+    assert!(
+        text(&audit).contains("DISCREPANCY shares of X"),
+        "{}",
+        text(&audit)
+    );
+}
+
+#[test]
+fn flip_with_twenty_users_flips_every_holding() {
+    let server = Server::start(&fresh_database("client_flip"), 2, &[]);
+    let port = server.addr.port().to_string();
+    let output = client(&["flip", "--port", &port, "--users", "20"]);
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(text(&output).contains("every holding flipped exactly"));
+    assert!(client(&["audit", "--database-url", &server.url])
+        .status
+        .success());
+}
