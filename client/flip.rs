@@ -53,7 +53,7 @@ impl Client {
 }
 
 pub fn run(args: &FlipArgs) -> Result<ExitCode, String> {
-    if args.users < 2 || args.users % 2 != 0 {
+    if args.users < 2 || !args.users.is_multiple_of(2) {
         return Err("--users must be an even number, at least 2".into());
     }
     let client = Arc::new(Client {
