@@ -6,15 +6,18 @@
 -- and every order's open + filled + canceled shares equal its amount.
 --
 -- Lock order, the one place it is written down. Every function that changes the
--- book or holdings takes its locks in this order, so two of them can only wait
--- for each other on rows of the same kind, and PostgreSQL's deadlock detector
--- (answered by a retry in src/store.rs) covers what ordering cannot:
---   1. the symbol's advisory lock, pg_advisory_xact_lock(symbol_lock_key(sym));
---   2. the acting account's row: its balance (buy) or its position (sell, cancel);
---   3. the counterparties' balances or positions, in price-time priority;
---   4. the acting account's row again, for proceeds, shares and refunds.
--- Orders themselves need no row locks: every statement that changes an order's
--- open amount runs under its symbol's advisory lock, which serialises the book.
+-- book or holdings takes its locks in this order:
+--   1. the symbol's advisory lock, pg_advisory_xact_lock(symbol_lock_key(sym)):
+--      one per transaction; it serialises that symbol's book across all processes;
+--   2. rows of accounts, in ascending id;
+--   3. rows of positions, in ascending (account_id, symbol).
+-- place_order plans its trades before taking any row lock (under the advisory lock
+-- the book cannot change), so it knows every row it will touch and locks them all
+-- at once in this order. With one global order no cycle of waits can form among
+-- these functions: they never deadlock one another. The retry in src/store.rs
+-- remains for anything else that takes locks (an operator's manual UPDATE, say).
+-- Orders need no row locks: every change to an order's open amount runs under its
+-- symbol's advisory lock.
 
 CREATE TABLE IF NOT EXISTS accounts (
     id        text    PRIMARY KEY CHECK (id ~ '^[0-9]{1,32}$'),
@@ -115,17 +118,55 @@ CREATE OR REPLACE FUNCTION place_order(
 LANGUAGE plpgsql
 AS $$
 DECLARE
-    v_is_buy boolean := p_amount > 0;
-    v_shares numeric := abs(p_amount);
-    v_left   numeric := abs(p_amount);
-    v_traded numeric;
-    -- For a buy: the reserved cash that trading below the limit gives back.
-    -- For a sell: the proceeds.
-    v_cash   numeric := 0;
-    r        record;
+    v_is_buy  boolean := p_amount > 0;
+    v_shares  numeric := abs(p_amount);
+    v_left    numeric := abs(p_amount);
+    -- The planned trades, in execution order: resting order, its owner, price, shares.
+    t_orders  bigint[]  := '{}';
+    t_owners  text[]    := '{}';
+    t_prices  numeric[] := '{}';
+    t_shares  numeric[] := '{}';
+    -- For a buy: reserved cash given back for trading below the limit. For a sell: proceeds.
+    v_cash    numeric := 0;
+    book      refcursor;
+    r         record;
+    i         integer;
 BEGIN
-    trade_count := 0;
     PERFORM pg_advisory_xact_lock(symbol_lock_key(p_symbol));
+
+    -- Plan: the resting orders this one trades with, best price first, then oldest.
+    -- Each trade is priced at the resting order's limit.
+    IF v_is_buy THEN
+        OPEN book FOR SELECT id, account_id, limit_price, open_shares FROM orders
+         WHERE symbol = p_symbol AND NOT is_buy AND open_shares > 0 AND limit_price <= p_limit
+         ORDER BY limit_price, id;
+    ELSE
+        OPEN book FOR SELECT id, account_id, limit_price, open_shares FROM orders
+         WHERE symbol = p_symbol AND is_buy AND open_shares > 0 AND limit_price >= p_limit
+         ORDER BY limit_price DESC, id;
+    END IF;
+    WHILE v_left > 0 LOOP
+        FETCH book INTO r;
+        EXIT WHEN NOT FOUND;
+        t_orders := t_orders || r.id;
+        t_owners := t_owners || r.account_id;
+        t_prices := t_prices || r.limit_price;
+        t_shares := t_shares || least(v_left, r.open_shares);
+        v_left := v_left - least(v_left, r.open_shares);
+    END LOOP;
+    CLOSE book;
+    trade_count := cardinality(t_orders);
+
+    -- Lock every row this order will change, in the global order.
+    IF v_is_buy THEN
+        -- Own balance (reservation, refund) and the sellers' (proceeds).
+        PERFORM 1 FROM accounts WHERE id = p_account OR id = ANY (t_owners) ORDER BY id FOR NO KEY UPDATE;
+    ELSE
+        -- Own balance (proceeds), then own position (reservation) and the buyers' (shares).
+        PERFORM 1 FROM accounts WHERE id = p_account FOR NO KEY UPDATE;
+        PERFORM 1 FROM positions WHERE symbol = p_symbol AND (account_id = p_account OR account_id = ANY (t_owners))
+          ORDER BY account_id FOR NO KEY UPDATE;
+    END IF;
 
     -- Reserve what the order may spend, atomically with opening it.
     IF v_is_buy THEN
@@ -146,52 +187,30 @@ BEGIN
         END IF;
     END IF;
 
-    INSERT INTO orders (account_id, symbol, is_buy, amount, limit_price, open_shares)
-    VALUES (p_account, p_symbol, v_is_buy, v_shares, p_limit, v_shares)
+    INSERT INTO orders (account_id, symbol, is_buy, amount, limit_price, open_shares, filled_shares)
+    VALUES (p_account, p_symbol, v_is_buy, v_shares, p_limit, v_left, v_shares - v_left)
     RETURNING id INTO order_id;
 
-    -- Match against the other side, best price first, then oldest; each trade is
-    -- priced at the resting order's limit.
-    IF v_is_buy THEN
-        FOR r IN
-            SELECT id, account_id, limit_price, open_shares FROM orders
-             WHERE symbol = p_symbol AND NOT is_buy AND open_shares > 0 AND limit_price <= p_limit
-             ORDER BY limit_price, id
-        LOOP
-            v_traded := least(v_left, r.open_shares);
-            UPDATE orders SET open_shares = open_shares - v_traded, filled_shares = filled_shares + v_traded
-             WHERE id = r.id;
+    -- Execute the plan.
+    FOR i IN 1 .. trade_count LOOP
+        UPDATE orders SET open_shares = open_shares - t_shares[i], filled_shares = filled_shares + t_shares[i]
+         WHERE id = t_orders[i];
+        IF v_is_buy THEN
             INSERT INTO trades (buy_order_id, sell_order_id, shares, price)
-            VALUES (order_id, r.id, v_traded, r.limit_price);
-            UPDATE accounts SET balance = balance + v_traded * r.limit_price WHERE id = r.account_id;
-            v_cash := v_cash + v_traded * (p_limit - r.limit_price);
-            v_left := v_left - v_traded;
-            trade_count := trade_count + 1;
-            EXIT WHEN v_left = 0;
-        END LOOP;
-    ELSE
-        FOR r IN
-            SELECT id, account_id, limit_price, open_shares FROM orders
-             WHERE symbol = p_symbol AND is_buy AND open_shares > 0 AND limit_price >= p_limit
-             ORDER BY limit_price DESC, id
-        LOOP
-            v_traded := least(v_left, r.open_shares);
-            UPDATE orders SET open_shares = open_shares - v_traded, filled_shares = filled_shares + v_traded
-             WHERE id = r.id;
+            VALUES (order_id, t_orders[i], t_shares[i], t_prices[i]);
+            UPDATE accounts SET balance = balance + t_shares[i] * t_prices[i] WHERE id = t_owners[i];
+            v_cash := v_cash + t_shares[i] * (p_limit - t_prices[i]);
+        ELSE
             INSERT INTO trades (buy_order_id, sell_order_id, shares, price)
-            VALUES (r.id, order_id, v_traded, r.limit_price);
+            VALUES (t_orders[i], order_id, t_shares[i], t_prices[i]);
             -- The resting buyer reserved exactly this price, so it gets no refund.
-            INSERT INTO positions AS p (account_id, symbol, shares) VALUES (r.account_id, p_symbol, v_traded)
+            INSERT INTO positions AS p (account_id, symbol, shares) VALUES (t_owners[i], p_symbol, t_shares[i])
             ON CONFLICT (account_id, symbol) DO UPDATE SET shares = p.shares + EXCLUDED.shares;
-            v_cash := v_cash + v_traded * r.limit_price;
-            v_left := v_left - v_traded;
-            trade_count := trade_count + 1;
-            EXIT WHEN v_left = 0;
-        END LOOP;
-    END IF;
+            v_cash := v_cash + t_shares[i] * t_prices[i];
+        END IF;
+    END LOOP;
 
-    IF v_left < v_shares THEN
-        UPDATE orders SET open_shares = v_left, filled_shares = v_shares - v_left WHERE id = order_id;
+    IF trade_count > 0 THEN
         IF v_is_buy THEN
             INSERT INTO positions AS p (account_id, symbol, shares) VALUES (p_account, p_symbol, v_shares - v_left)
             ON CONFLICT (account_id, symbol) DO UPDATE SET shares = p.shares + EXCLUDED.shares;
