@@ -196,9 +196,12 @@ impl Server {
                 "127.0.0.1",
                 "--workers",
                 &workers.to_string(),
-                "--threads",
-                "2",
             ])
+            .args(if extra.contains(&"--threads") {
+                &[][..]
+            } else {
+                &["--threads", "2"][..]
+            })
             .args(extra)
             .arg("--database-url")
             .arg(url)
