@@ -51,30 +51,32 @@ enum Progress {
 }
 
 /// Runs until a stop is requested (or the parent dies) and every pending read ended.
-pub fn run(
-    listener: &TcpListener,
-    jobs: &Sender<Job>,
-    limits: IntakeLimits,
-) -> std::io::Result<()> {
+pub fn run(listener: TcpListener, jobs: &Sender<Job>, limits: IntakeLimits) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
+    let mut listener = Some(listener);
     let parent = nix::unistd::getppid();
     let mut pending: Vec<Pending> = Vec::new();
-    let mut accepting = true;
     loop {
-        if accepting && (signals::stop_requested() || nix::unistd::getppid() != parent) {
-            accepting = false;
+        let stopping = signals::stop_requested() || nix::unistd::getppid() != parent;
+        if let Some(open) = listener.take_if(|_| stopping) {
+            // Whatever already waits in the backlog was sent in good faith: take it, then
+            // close this worker's copy so that new connections are refused, not stranded.
+            accept_all(&open, &mut pending, limits);
+            drop(open);
             let drain_until = Instant::now() + DRAIN_ON_STOP;
             for p in &mut pending {
                 p.deadline = p.deadline.min(drain_until);
             }
         }
-        if !accepting && pending.is_empty() {
+        let listening = listener
+            .as_ref()
+            .filter(|_| pending.len() < limits.connections_max);
+        if listener.is_none() && pending.is_empty() {
             return Ok(());
         }
-        let listen = accepting && pending.len() < limits.connections_max;
-        let (listener_ready, readable) = wait(listener, listen, &pending)?;
-        if listener_ready {
-            accept_all(listener, &mut pending, limits);
+        let (listener_ready, readable) = wait(listening, &pending)?;
+        if let (true, Some(open)) = (listener_ready, &listener) {
+            accept_all(open, &mut pending, limits);
         }
         // Walk backwards so swap_remove leaves the unvisited indices intact.
         for index in readable.into_iter().rev() {
@@ -105,15 +107,14 @@ pub fn run(
 
 /// Polls the listener and pending connections; returns which are ready.
 fn wait(
-    listener: &TcpListener,
-    listen: bool,
+    listener: Option<&TcpListener>,
     pending: &[Pending],
 ) -> std::io::Result<(bool, Vec<usize>)> {
     let now = Instant::now();
     let next_deadline = pending.iter().map(|p| p.deadline).min();
     let timeout = next_deadline.map_or(TICK, |d| d.saturating_duration_since(now).min(TICK));
     let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(pending.len() + 1);
-    if listen {
+    if let Some(listener) = listener {
         fds.push(PollFd::new(listener.as_fd(), PollFlags::POLLIN));
     }
     fds.extend(
@@ -130,8 +131,8 @@ fn wait(
         Err(e) => return Err(e.into()),
     }
     let ready = |fd: &PollFd<'_>| fd.revents().is_some_and(|r| !r.is_empty());
-    let offset = usize::from(listen);
-    let listener_ready = listen && ready(&fds[0]);
+    let offset = usize::from(listener.is_some());
+    let listener_ready = listener.is_some() && ready(&fds[0]);
     let readable = fds[offset..]
         .iter()
         .enumerate()

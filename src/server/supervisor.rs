@@ -20,7 +20,7 @@ const LISTEN_BACKLOG: i32 = 4096;
 const TICK: Duration = Duration::from_millis(20);
 /// A worker that exits sooner than this after starting counts as failing to start.
 const HEALTHY_AFTER: Duration = Duration::from_secs(1);
-const BACKOFF_FIRST: Duration = Duration::from_millis(100);
+const BACKOFF_FIRST: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 struct Slot {
@@ -33,8 +33,9 @@ struct Slot {
 
 /// Runs the server; returns when it has stopped.
 pub fn run(settings: Settings) -> ExitCode {
-    let listener = match bind(&settings) {
-        Ok(listener) => listener,
+    raise_open_files_limit();
+    let mut listener = match bind(&settings) {
+        Ok(listener) => Some(listener),
         Err(e) => {
             log(format_args!(
                 "cannot listen on {}:{}: {e}",
@@ -71,8 +72,9 @@ pub fn run(settings: Settings) -> ExitCode {
         })
         .collect();
     let address = listener
-        .local_addr()
-        .map_or_else(|_| "?".into(), |a| a.to_string());
+        .as_ref()
+        .and_then(|l| l.local_addr().ok())
+        .map_or_else(|| "?".into(), |a| a.to_string());
     let placement = if settings.pin {
         let cpus: Vec<String> = slots
             .iter()
@@ -93,11 +95,14 @@ pub fn run(settings: Settings) -> ExitCode {
         reap(&mut slots);
         for (index, slot) in slots.iter_mut().enumerate() {
             if slot.pid.is_none() && Instant::now() >= slot.start_after {
-                spawn(&listener, index, slot, &settings);
+                spawn(&mut listener, index, slot, &settings);
             }
         }
         std::thread::sleep(TICK);
     }
+    // Closed here first, so that once the workers close theirs new connections are refused
+    // instead of waiting in a backlog nobody will accept from.
+    drop(listener);
     stop(&mut slots, Duration::from_millis(settings.grace_period_ms));
     ExitCode::SUCCESS
 }
@@ -144,11 +149,15 @@ fn check_database(settings: &Settings) -> Result<(), String> {
     }
 }
 
-fn spawn(listener: &TcpListener, index: usize, slot: &mut Slot, settings: &Settings) {
+fn spawn(listener: &mut Option<TcpListener>, index: usize, slot: &mut Slot, settings: &Settings) {
     // SAFETY: the supervisor has one thread, so the child may run any code.
     match unsafe { fork() } {
         Ok(ForkResult::Child) => {
-            let code = worker::run(listener, index, slot.cpu, settings);
+            // The child's copy of the listener becomes the worker's own, to close when it stops.
+            let code = match listener.take() {
+                Some(listener) => worker::run(listener, index, slot.cpu, settings),
+                None => 1,
+            };
             std::process::exit(code);
         }
         Ok(ForkResult::Parent { child }) => {
@@ -159,6 +168,15 @@ fn spawn(listener: &TcpListener, index: usize, slot: &mut Slot, settings: &Setti
             log(format_args!("cannot fork worker {index}: {e}"));
             slot.start_after = Instant::now() + BACKOFF_FIRST;
         }
+    }
+}
+
+/// Serving a thousand connections at once needs more descriptors than the usual soft
+/// limit of 1024; the hard limit is ours to take.
+fn raise_open_files_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
     }
 }
 
@@ -189,7 +207,7 @@ fn reap(slots: &mut [Slot]) {
         if database_down || now.duration_since(slot.started) < HEALTHY_AFTER {
             slot.quick_failures = slot.quick_failures.saturating_add(1);
             let backoff = BACKOFF_FIRST
-                .saturating_mul(1 << slot.quick_failures.min(10))
+                .saturating_mul(1 << (slot.quick_failures - 1).min(10))
                 .min(BACKOFF_MAX);
             slot.start_after = now + backoff;
             log(format_args!(

@@ -14,7 +14,7 @@ pub const EXIT_DATABASE_UNAVAILABLE: i32 = 3;
 
 /// Runs the worker in `slot` and returns its exit code. Called in a freshly forked,
 /// single-threaded child.
-pub fn run(listener: &TcpListener, slot: usize, cpu: Option<usize>, settings: &Settings) -> i32 {
+pub fn run(listener: TcpListener, slot: usize, cpu: Option<usize>, settings: &Settings) -> i32 {
     die_with_parent();
     abort_on_panic();
     if let Some(cpu) = cpu {

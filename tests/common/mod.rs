@@ -292,3 +292,94 @@ impl Drop for Server {
         }
     }
 }
+
+/// What happened to one request sent under load.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// A complete answer; `errors` holds the texts of any `<error>` in it.
+    Answered { errors: Vec<String> },
+    /// The connection was refused: the server was not listening.
+    Refused,
+    /// Connected, but no complete answer came.
+    Broken(String),
+}
+
+/// Background clients placing orders in a loop until stopped; records every outcome.
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<Vec<(Instant, Outcome)>>>,
+}
+
+impl Load {
+    /// Creates `clients` accounts holding cash and shares of `sym`, then starts trading.
+    pub fn start(server: &Server, clients: usize, sym: &str) -> Load {
+        let mut setup = String::from("<create>");
+        for c in 0..clients {
+            setup += &format!(r#"<account id="{c}" balance="1000000"/>"#);
+        }
+        setup += &format!(r#"<symbol sym="{sym}">"#);
+        for c in 0..clients {
+            setup += &format!(r#"<account id="{c}">100000</account>"#);
+        }
+        setup += "</symbol></create>";
+        assert!(server.send(&setup).iter().all(|i| i.name == "created"));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let threads = (0..clients)
+            .map(|c| {
+                let (stop, addr, sym) = (stop.clone(), server.addr, sym.to_string());
+                std::thread::spawn(move || {
+                    let mut outcomes = Vec::new();
+                    let mut n = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        n += 1;
+                        let amount = if (n + c as u64) % 2 == 0 { "3" } else { "-3" };
+                        let limit = 100 + (n % 5);
+                        let xml = format!(r#"<transactions id="{c}"><order sym="{sym}" amount="{amount}" limit="{limit}"/></transactions>"#);
+                        outcomes.push((Instant::now(), one_request(addr, &xml)));
+                    }
+                    outcomes
+                })
+            })
+            .collect();
+        Load { stop, threads }
+    }
+
+    /// Stops the clients and returns every outcome with its start time.
+    pub fn finish(self) -> Vec<(Instant, Outcome)> {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut all: Vec<(Instant, Outcome)> = self
+            .threads
+            .into_iter()
+            .flat_map(|t| t.join().expect("load thread"))
+            .collect();
+        all.sort_by_key(|(at, _)| *at);
+        all
+    }
+}
+
+fn one_request(addr: SocketAddr, xml: &str) -> Outcome {
+    let mut stream = match TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
+        Ok(stream) => stream,
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return Outcome::Refused,
+        Err(e) => return Outcome::Broken(format!("connect: {e}")),
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(20)));
+    if let Err(e) = stream.write_all(format!("{}\n{xml}", xml.len()).as_bytes()) {
+        return Outcome::Broken(format!("write: {e}"));
+    }
+    let mut answer = Vec::new();
+    if let Err(e) = stream.read_to_end(&mut answer) {
+        return Outcome::Broken(format!("read: {e}"));
+    }
+    match read_reply(&answer) {
+        Ok(items) => Outcome::Answered {
+            errors: items
+                .into_iter()
+                .filter(|i| i.name == "error")
+                .map(|i| i.text)
+                .collect(),
+        },
+        Err(_) if answer.is_empty() => Outcome::Broken("closed without an answer".into()),
+        Err(e) => Outcome::Broken(format!("partial answer: {e}")),
+    }
+}

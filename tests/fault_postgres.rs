@@ -1,0 +1,106 @@
+//! PostgreSQL restarted under load: during the outage requests get an `<error>` within
+//! the request deadline, afterwards the same server serves again, and the audit holds.
+//!
+//! Alone in its test binary: stopping the cluster must not disturb other tests
+//! (cargo runs test binaries one after another).
+
+mod common;
+
+use common::{fresh_database, sql, Load, Outcome, Server};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Runs pg_ctl on the test cluster, as the postgres user when we are root.
+fn pg_ctl(args: &[&str]) {
+    let bin =
+        std::env::var("EXCHANGE_TEST_PG_BIN").expect("EXCHANGE_TEST_PG_BIN: run with scripts/test");
+    let data = std::env::var("EXCHANGE_TEST_PG_DATA")
+        .expect("EXCHANGE_TEST_PG_DATA: run with scripts/test");
+    let pg_ctl = format!("{bin}/pg_ctl");
+    // SAFETY: geteuid has no preconditions.
+    let mut command = if unsafe { libc::geteuid() } == 0 {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--", &pg_ctl]);
+        c
+    } else {
+        Command::new(&pg_ctl)
+    };
+    let status = command
+        .args([
+            "-D",
+            &data,
+            "-w",
+            "-t",
+            "60",
+            "-l",
+            &format!("{data}/server.log"),
+        ])
+        .args(args)
+        .status()
+        .expect("run pg_ctl");
+    assert!(status.success(), "pg_ctl {args:?} failed");
+}
+
+#[test]
+fn a_postgres_restart_under_load_gives_errors_not_hangs_and_then_service_resumes() {
+    let server = Server::start(
+        &fresh_database("fault_pg"),
+        2,
+        &["--request-timeout-ms", "10000"],
+    );
+    let load = Load::start(&server, 6, "R");
+    std::thread::sleep(Duration::from_millis(700));
+    let down_at = Instant::now();
+    pg_ctl(&["-m", "fast", "stop"]);
+    std::thread::sleep(Duration::from_secs(3));
+    pg_ctl(&["start"]);
+    let up_at = Instant::now();
+    std::thread::sleep(Duration::from_secs(4));
+    let outcomes = load.finish();
+
+    let mut outage_errors = 0;
+    for (at, outcome) in &outcomes {
+        match outcome {
+            Outcome::Answered { errors } => {
+                for e in errors {
+                    assert!(
+                        e.contains("insufficient") || e.contains("not executed"),
+                        "unexpected error {e:?}"
+                    );
+                    if e.contains("not executed") {
+                        outage_errors += 1;
+                        // Only around the outage, never long after the database is back.
+                        assert!(
+                            *at + Duration::from_secs(11) > down_at,
+                            "error before the outage: {e}"
+                        );
+                        assert!(
+                            *at < up_at + Duration::from_secs(2),
+                            "error long after the restart: {e}"
+                        );
+                    }
+                }
+            }
+            other => panic!("a request was not answered: {other:?}"),
+        }
+    }
+    let served_after = outcomes
+        .iter()
+        .filter(|(at, o)| {
+            *at > up_at + Duration::from_secs(2)
+                && matches!(o, Outcome::Answered { errors } if errors.is_empty())
+        })
+        .count();
+    eprintln!(
+        "{} requests; {outage_errors} answered 'not executed' during the outage; {served_after} served after it",
+        outcomes.len()
+    );
+    assert!(outage_errors > 0, "the outage went unnoticed");
+    assert!(served_after > 10, "service did not resume: {served_after}");
+    let report = exchange::audit::audit(&mut sql(&server.url)).expect("audit runs");
+    assert!(
+        report.discrepancies.is_empty(),
+        "{:#?}",
+        report.discrepancies
+    );
+}

@@ -1,0 +1,117 @@
+//! Faults under load: a worker killed with SIGKILL, and SIGTERM while clients trade.
+
+mod common;
+
+use common::{fresh_database, sql, Load, Outcome, Server};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use std::time::{Duration, Instant};
+
+fn audit_holds(url: &str) {
+    let report = exchange::audit::audit(&mut sql(url)).expect("audit runs");
+    assert!(
+        report.discrepancies.is_empty(),
+        "audit: {:#?}",
+        report.discrepancies
+    );
+}
+
+fn answered(outcome: &Outcome) -> bool {
+    matches!(outcome, Outcome::Answered { errors } if errors.iter().all(|e| e.contains("insufficient")))
+}
+
+#[test]
+fn a_worker_killed_under_load_is_replaced_and_leaves_nothing_half_done() {
+    let server = Server::start(&fresh_database("fault_kill"), 3, &[]);
+    let load = Load::start(&server, 8, "K");
+    std::thread::sleep(Duration::from_millis(800));
+    let victim = server.workers()[0];
+    kill(Pid::from_raw(victim), Signal::SIGKILL).unwrap();
+    let killed_at = Instant::now();
+    let replaced_after = loop {
+        let workers = server.workers();
+        if workers.len() == 3 && !workers.contains(&victim) {
+            break killed_at.elapsed();
+        }
+        assert!(
+            killed_at.elapsed() < Duration::from_secs(5),
+            "no replacement: {workers:?}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    std::thread::sleep(Duration::from_millis(800));
+    let outcomes = load.finish();
+    eprintln!("worker replaced after {replaced_after:?}");
+    assert!(
+        replaced_after < Duration::from_secs(1),
+        "replacement took {replaced_after:?}"
+    );
+
+    let after_kill: Vec<&Outcome> = outcomes
+        .iter()
+        .filter(|(at, _)| *at > killed_at)
+        .map(|(_, o)| o)
+        .collect();
+    let served_after = after_kill.iter().filter(|o| answered(o)).count();
+    assert!(
+        served_after > 20,
+        "clients were not served after the kill: {served_after}"
+    );
+    // Only requests the killed worker held can have failed: at most its share of clients.
+    let broken: Vec<&Outcome> = outcomes
+        .iter()
+        .map(|(_, o)| o)
+        .filter(|o| !answered(o))
+        .collect();
+    eprintln!(
+        "{} requests, {} lost with the killed worker",
+        outcomes.len(),
+        broken.len()
+    );
+    assert!(broken.len() <= 8, "{broken:?}");
+    audit_holds(&server.url);
+}
+
+#[test]
+fn sigterm_under_load_answers_requests_in_flight_then_exits_zero() {
+    let mut server = Server::start(&fresh_database("fault_term"), 3, &[]);
+    let workers = server.workers();
+    let load = Load::start(&server, 8, "T");
+    std::thread::sleep(Duration::from_millis(800));
+    let signaled_at = Instant::now();
+    let status = server.stop();
+    let stopped_after = signaled_at.elapsed();
+    let outcomes = load.finish();
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        stopped_after < Duration::from_secs(10),
+        "stop took {stopped_after:?} (grace is 10 s)"
+    );
+    for pid in workers {
+        assert!(
+            kill(Pid::from_raw(pid), None).is_err(),
+            "worker {pid} outlived the supervisor"
+        );
+    }
+    // Before the signal everything was served; after it, a client is either served or
+    // refused: no answer is cut off halfway, no server error appears.
+    let mut refused = 0;
+    for (at, outcome) in &outcomes {
+        match outcome {
+            o if answered(o) => {}
+            Outcome::Refused if *at >= signaled_at => refused += 1,
+            Outcome::Broken(why) if *at >= signaled_at && !why.starts_with("partial") => {
+                refused += 1
+            }
+            other => panic!(
+                "{other:?} at {:?} after the signal",
+                at.checked_duration_since(signaled_at)
+            ),
+        }
+    }
+    eprintln!(
+        "{} requests; {refused} refused or reset after SIGTERM; stopped in {stopped_after:?}",
+        outcomes.len()
+    );
+    audit_holds(&server.url);
+}
