@@ -167,6 +167,7 @@ fn one_request(
     };
     tally.requests += 1;
     tally.operations += ops.len() as u64;
+    tally.orders += ops.iter().filter(|op| **op == Op::Order).count() as u64;
     for (op, item) in ops.iter().zip(&items) {
         match (op, item.name.as_str()) {
             (Op::Order, "opened") => {

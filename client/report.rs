@@ -13,6 +13,8 @@ const LATENCY_US_MAX: u64 = 60_000_000;
 pub struct Tally {
     pub requests: u64,
     pub operations: u64,
+    /// Of the operations, how many were orders (the rest are queries and cancels).
+    pub orders: u64,
     pub latency_us: Histogram<u64>,
     /// Rejections and errors in answers, by kind.
     pub errors: BTreeMap<String, u64>,
@@ -25,6 +27,7 @@ impl Tally {
         Tally {
             requests: 0,
             operations: 0,
+            orders: 0,
             latency_us: Histogram::new_with_bounds(1, LATENCY_US_MAX, 3)
                 .expect("valid histogram bounds"),
             errors: BTreeMap::new(),
@@ -41,6 +44,7 @@ impl Tally {
     pub fn merge(&mut self, other: Tally) {
         self.requests += other.requests;
         self.operations += other.operations;
+        self.orders += other.orders;
         let _ = self.latency_us.add(&other.latency_us);
         for (kind, n) in other.errors {
             *self.errors.entry(kind).or_default() += n;
@@ -172,6 +176,8 @@ impl Summary<'_> {
             "elapsed_sec": number(&millis(self.elapsed.as_micros() as u64 / 1000)),
             "requests_per_sec": number(&per_second(t.requests, self.elapsed)),
             "operations_per_sec": number(&per_second(t.operations, self.elapsed)),
+            "orders": t.orders,
+            "orders_per_sec": number(&per_second(t.orders, self.elapsed)),
             "latency_ms": {
                 "p50": number(&millis(self.percentile(500))),
                 "p90": number(&millis(self.percentile(900))),

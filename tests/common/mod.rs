@@ -332,7 +332,7 @@ impl Load {
                     let mut n = 0u64;
                     while !stop.load(Ordering::Relaxed) {
                         n += 1;
-                        let amount = if (n + c as u64) % 2 == 0 { "3" } else { "-3" };
+                        let amount = if (n + c as u64).is_multiple_of(2) { "3" } else { "-3" };
                         let limit = 100 + (n % 5);
                         let xml = format!(r#"<transactions id="{c}"><order sym="{sym}" amount="{amount}" limit="{limit}"/></transactions>"#);
                         outcomes.push((Instant::now(), one_request(addr, &xml)));
