@@ -112,25 +112,29 @@ $$;
 -- Opens an order and matches it at once, all in the caller's one database transaction.
 -- p_amount is signed: positive buys, negative sells. Returns the order's id, or a
 -- rejection: 'no_account', 'insufficient_funds' or 'insufficient_shares'.
+--
+-- Everything happens under the symbol's advisory lock, so the time spent here is the
+-- time other orders on the symbol wait: the trades are planned into arrays first,
+-- then applied with one set-based statement per table rather than one per trade.
 CREATE OR REPLACE FUNCTION place_order(
     p_account text, p_symbol text, p_amount numeric, p_limit numeric,
     OUT rejection text, OUT order_id bigint, OUT trade_count integer)
 LANGUAGE plpgsql
 AS $$
 DECLARE
-    v_is_buy  boolean := p_amount > 0;
-    v_shares  numeric := abs(p_amount);
-    v_left    numeric := abs(p_amount);
+    v_is_buy   boolean := p_amount > 0;
+    v_shares   numeric := abs(p_amount);
+    v_left     numeric := abs(p_amount);
     -- The planned trades, in execution order: resting order, its owner, price, shares.
-    t_orders  bigint[]  := '{}';
-    t_owners  text[]    := '{}';
-    t_prices  numeric[] := '{}';
-    t_shares  numeric[] := '{}';
-    -- For a buy: reserved cash given back for trading below the limit. For a sell: proceeds.
-    v_cash    numeric := 0;
-    book      refcursor;
-    r         record;
-    i         integer;
+    t_orders   bigint[]  := '{}';
+    t_owners   text[]    := '{}';
+    t_prices   numeric[] := '{}';
+    t_shares   numeric[] := '{}';
+    -- Cash the order's own account gets back at once: for a buy, what trading below
+    -- the limit leaves unspent; for a sell, the proceeds.
+    v_cash     numeric := 0;
+    book       refcursor;
+    r          record;
 BEGIN
     PERFORM pg_advisory_xact_lock(symbol_lock_key(p_symbol));
 
@@ -152,25 +156,20 @@ BEGIN
         t_owners := t_owners || r.account_id;
         t_prices := t_prices || r.limit_price;
         t_shares := t_shares || least(v_left, r.open_shares);
+        v_cash := v_cash + least(v_left, r.open_shares)
+                         * CASE WHEN v_is_buy THEN p_limit - r.limit_price ELSE r.limit_price END;
         v_left := v_left - least(v_left, r.open_shares);
     END LOOP;
     CLOSE book;
     trade_count := cardinality(t_orders);
 
-    -- Lock every row this order will change, in the global order.
+    -- Lock, in the global order, every row this order changes; reserve what it may
+    -- spend (less, for a buy, what its trades give straight back).
     IF v_is_buy THEN
-        -- Own balance (reservation, refund) and the sellers' (proceeds).
-        PERFORM 1 FROM accounts WHERE id = p_account OR id = ANY (t_owners) ORDER BY id FOR NO KEY UPDATE;
-    ELSE
-        -- Own balance (proceeds), then own position (reservation) and the buyers' (shares).
-        PERFORM 1 FROM accounts WHERE id = p_account FOR NO KEY UPDATE;
-        PERFORM 1 FROM positions WHERE symbol = p_symbol AND (account_id = p_account OR account_id = ANY (t_owners))
-          ORDER BY account_id FOR NO KEY UPDATE;
-    END IF;
-
-    -- Reserve what the order may spend, atomically with opening it.
-    IF v_is_buy THEN
-        UPDATE accounts SET balance = balance - v_shares * p_limit
+        IF trade_count > 0 THEN
+            PERFORM 1 FROM accounts WHERE id = p_account OR id = ANY (t_owners) ORDER BY id FOR NO KEY UPDATE;
+        END IF;
+        UPDATE accounts SET balance = balance - (v_shares * p_limit - v_cash)
          WHERE id = p_account AND balance >= v_shares * p_limit;
         IF NOT FOUND THEN
             PERFORM 1 FROM accounts WHERE id = p_account;
@@ -178,6 +177,11 @@ BEGIN
             RETURN;
         END IF;
     ELSE
+        IF trade_count > 0 THEN
+            PERFORM 1 FROM accounts WHERE id = p_account FOR NO KEY UPDATE;
+            PERFORM 1 FROM positions WHERE symbol = p_symbol AND (account_id = p_account OR account_id = ANY (t_owners))
+              ORDER BY account_id FOR NO KEY UPDATE;
+        END IF;
         UPDATE positions SET shares = shares - v_shares
          WHERE account_id = p_account AND symbol = p_symbol AND shares >= v_shares;
         IF NOT FOUND THEN
@@ -190,34 +194,36 @@ BEGIN
     INSERT INTO orders (account_id, symbol, is_buy, amount, limit_price, open_shares, filled_shares)
     VALUES (p_account, p_symbol, v_is_buy, v_shares, p_limit, v_left, v_shares - v_left)
     RETURNING id INTO order_id;
+    IF trade_count = 0 THEN
+        RETURN;
+    END IF;
 
-    -- Execute the plan.
-    FOR i IN 1 .. trade_count LOOP
-        UPDATE orders SET open_shares = open_shares - t_shares[i], filled_shares = filled_shares + t_shares[i]
-         WHERE id = t_orders[i];
-        IF v_is_buy THEN
-            INSERT INTO trades (buy_order_id, sell_order_id, shares, price)
-            VALUES (order_id, t_orders[i], t_shares[i], t_prices[i]);
-            UPDATE accounts SET balance = balance + t_shares[i] * t_prices[i] WHERE id = t_owners[i];
-            v_cash := v_cash + t_shares[i] * (p_limit - t_prices[i]);
-        ELSE
-            INSERT INTO trades (buy_order_id, sell_order_id, shares, price)
-            VALUES (t_orders[i], order_id, t_shares[i], t_prices[i]);
-            -- The resting buyer reserved exactly this price, so it gets no refund.
-            INSERT INTO positions AS p (account_id, symbol, shares) VALUES (t_owners[i], p_symbol, t_shares[i])
-            ON CONFLICT (account_id, symbol) DO UPDATE SET shares = p.shares + EXCLUDED.shares;
-            v_cash := v_cash + t_shares[i] * t_prices[i];
-        END IF;
-    END LOOP;
-
-    IF trade_count > 0 THEN
-        IF v_is_buy THEN
-            INSERT INTO positions AS p (account_id, symbol, shares) VALUES (p_account, p_symbol, v_shares - v_left)
-            ON CONFLICT (account_id, symbol) DO UPDATE SET shares = p.shares + EXCLUDED.shares;
-        END IF;
-        IF v_cash > 0 THEN
-            UPDATE accounts SET balance = balance + v_cash WHERE id = p_account;
-        END IF;
+    -- Apply the plan: the resting orders, the trades, and what the other side receives.
+    UPDATE orders o SET open_shares = o.open_shares - t.shares, filled_shares = o.filled_shares + t.shares
+      FROM unnest(t_orders, t_shares) AS t (id, shares)
+     WHERE o.id = t.id;
+    INSERT INTO trades (buy_order_id, sell_order_id, shares, price)
+    SELECT CASE WHEN v_is_buy THEN order_id ELSE t.id END,
+           CASE WHEN v_is_buy THEN t.id ELSE order_id END,
+           t.shares, t.price
+      FROM unnest(t_orders, t_shares, t_prices) WITH ORDINALITY AS t (id, shares, price, n)
+     ORDER BY t.n;
+    IF v_is_buy THEN
+        -- Sellers receive the price; the buyer receives the shares.
+        UPDATE accounts a SET balance = a.balance + c.cash
+          FROM (SELECT owner, sum(shares * price) AS cash
+                  FROM unnest(t_owners, t_shares, t_prices) AS t (owner, shares, price) GROUP BY owner) c
+         WHERE a.id = c.owner;
+        INSERT INTO positions AS p (account_id, symbol, shares) VALUES (p_account, p_symbol, v_shares - v_left)
+        ON CONFLICT (account_id, symbol) DO UPDATE SET shares = p.shares + EXCLUDED.shares;
+    ELSE
+        -- The seller receives the proceeds; resting buyers reserved exactly the price
+        -- they pay, so they receive shares only.
+        UPDATE accounts SET balance = balance + v_cash WHERE id = p_account;
+        INSERT INTO positions AS p (account_id, symbol, shares)
+        SELECT owner, p_symbol, sum(shares) FROM unnest(t_owners, t_shares) AS t (owner, shares)
+         GROUP BY owner ORDER BY owner
+        ON CONFLICT (account_id, symbol) DO UPDATE SET shares = p.shares + EXCLUDED.shares;
     END IF;
 END
 $$;

@@ -29,8 +29,9 @@ pub struct LoadArgs {
     /// Total requests to send, instead of a duration.
     #[arg(long)]
     pub requests: Option<u64>,
-    /// Symbols to trade.
-    #[arg(long, default_value_t = 4)]
+    /// Symbols to trade (10, like pgbench's ten branches at scale 10: each symbol's
+    /// orders are serialised, as each branch's updates are).
+    #[arg(long, default_value_t = 10)]
     pub symbols: usize,
     /// Accounts to trade from.
     #[arg(long, default_value_t = 100)]

@@ -80,14 +80,20 @@ fn required<'v>(value: &'v Option<String>, name: &'static str) -> Result<&'v str
 
 impl Run<'_> {
     /// Runs one database operation, or refuses to after an earlier failure.
+    /// A session the server ended (say, by a restart since it was last used) did not
+    /// run the operation, so it runs once more on a fresh connection.
     fn with_session<T>(
         &mut self,
-        operation: impl FnOnce(&mut Session) -> Result<T, StoreError>,
+        mut operation: impl FnMut(&mut Session) -> Result<T, StoreError>,
     ) -> Result<T, Rejection> {
         if self.database_failed {
             return Err(Rejection::NotExecuted);
         }
-        let result = self.sessions.session().and_then(operation);
+        let mut result = self.sessions.session().and_then(&mut operation);
+        if let Err(ended @ StoreError::SessionEnded(_)) = &result {
+            self.sessions.failed(ended);
+            result = self.sessions.session().and_then(&mut operation);
+        }
         result.map_err(|e| {
             self.sessions.failed(&e);
             self.database_failed = true;

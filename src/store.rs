@@ -46,6 +46,9 @@ impl Default for DatabaseTimeouts {
 pub enum StoreError {
     /// The database could not be reached or the connection broke.
     Unavailable(String),
+    /// The server ended the session (a restart or an administrator): the statement was
+    /// rolled back or never ran, so it may run again on a new connection.
+    SessionEnded(String),
     /// Anything else the database refused (a timeout, a retried deadlock that persisted).
     Failed(String),
 }
@@ -54,6 +57,7 @@ impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StoreError::Unavailable(why) => write!(f, "database unavailable: {why}"),
+            StoreError::SessionEnded(why) => write!(f, "database session ended: {why}"),
             StoreError::Failed(why) => write!(f, "database error: {why}"),
         }
     }
@@ -68,7 +72,10 @@ impl From<postgres::Error> for StoreError {
             (None, Some(cause)) => format!("{e}: {cause}"),
             (None, None) => e.to_string(),
         };
-        if e.is_closed() || e.as_db_error().is_none() {
+        let ended = [SqlState::ADMIN_SHUTDOWN, SqlState::CRASH_SHUTDOWN];
+        if e.code().is_some_and(|code| ended.contains(code)) {
+            StoreError::SessionEnded(why)
+        } else if e.is_closed() || e.as_db_error().is_none() {
             StoreError::Unavailable(why)
         } else {
             StoreError::Failed(why)

@@ -8,7 +8,11 @@ mod common;
 
 use common::{fresh_database, sql, Load, Outcome, Server};
 use std::process::Command;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+/// Both tests restart the one cluster: one at a time.
+static CLUSTER: Mutex<()> = Mutex::new(());
 
 /// Runs pg_ctl on the test cluster, as the postgres user when we are root.
 fn pg_ctl(args: &[&str]) {
@@ -43,6 +47,7 @@ fn pg_ctl(args: &[&str]) {
 
 #[test]
 fn a_postgres_restart_under_load_gives_errors_not_hangs_and_then_service_resumes() {
+    let _cluster = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
     let server = Server::start(
         &fresh_database("fault_pg"),
         2,
@@ -103,4 +108,27 @@ fn a_postgres_restart_under_load_gives_errors_not_hangs_and_then_service_resumes
         "{:#?}",
         report.discrepancies
     );
+}
+
+#[test]
+fn the_first_request_after_a_quiet_restart_succeeds() {
+    let _cluster = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    let server = Server::start(&fresh_database("fault_pg_quiet"), 2, &[]);
+    server.send(r#"<create><account id="1" balance="1000"/></create>"#);
+    // Give every handler thread a session, then end them all with a restart.
+    for _ in 0..20 {
+        assert_eq!(
+            server.send(
+                r#"<transactions id="1"><order sym="X" amount="1" limit="1"/></transactions>"#
+            )[0]
+            .name,
+            "opened"
+        );
+    }
+    pg_ctl(&["-m", "fast", "restart"]);
+    for _ in 0..20 {
+        let answer = server
+            .send(r#"<transactions id="1"><order sym="X" amount="1" limit="1"/></transactions>"#);
+        assert_eq!(answer[0].name, "opened", "{answer:?}");
+    }
 }

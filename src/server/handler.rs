@@ -30,7 +30,8 @@ impl Sessions for Handler {
 
     fn failed(&mut self, error: &StoreError) {
         log(format_args!("{error}"));
-        if self.session.as_ref().is_some_and(Session::is_broken) {
+        let ended = matches!(error, StoreError::SessionEnded(_));
+        if ended || self.session.as_ref().is_some_and(Session::is_broken) {
             self.session = None;
         }
     }
