@@ -19,16 +19,29 @@
 -- Orders need no row locks: every change to an order's open amount runs under its
 -- symbol's advisory lock.
 
+-- Formats of ids as domains: checked when a value is stored, not re-checked (as a
+-- table CHECK would be) every time a balance or position on the same row changes.
+DO $$
+BEGIN
+    CREATE DOMAIN account_id AS text CHECK (VALUE ~ '^[0-9]{1,32}$');
+EXCEPTION WHEN duplicate_object THEN NULL;
+END $$;
+DO $$
+BEGIN
+    CREATE DOMAIN symbol AS text CHECK (VALUE ~ '^[A-Za-z0-9]{1,32}$');
+EXCEPTION WHEN duplicate_object THEN NULL;
+END $$;
+
 CREATE TABLE IF NOT EXISTS accounts (
-    id        text    PRIMARY KEY CHECK (id ~ '^[0-9]{1,32}$'),
+    id        account_id PRIMARY KEY,
     balance   numeric NOT NULL CHECK (balance >= 0),
     -- The cash deposited when the account was created, kept for the conservation audit.
     deposited numeric NOT NULL CHECK (deposited >= 0)
 );
 
 CREATE TABLE IF NOT EXISTS positions (
-    account_id text    NOT NULL REFERENCES accounts (id),
-    symbol     text    NOT NULL CHECK (symbol ~ '^[A-Za-z0-9]{1,32}$'),
+    account_id account_id NOT NULL REFERENCES accounts (id),
+    symbol     symbol     NOT NULL,
     shares     numeric NOT NULL CHECK (shares >= 0),
     PRIMARY KEY (account_id, symbol)
 );
@@ -36,8 +49,8 @@ CREATE TABLE IF NOT EXISTS positions (
 -- Every share ever created, for the conservation audit.
 CREATE TABLE IF NOT EXISTS share_issues (
     id         bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    account_id text        NOT NULL REFERENCES accounts (id),
-    symbol     text        NOT NULL CHECK (symbol ~ '^[A-Za-z0-9]{1,32}$'),
+    account_id account_id  NOT NULL REFERENCES accounts (id),
+    symbol     symbol      NOT NULL,
     shares     numeric     NOT NULL CHECK (shares > 0),
     issued_at  timestamptz NOT NULL DEFAULT now()
 );
@@ -45,8 +58,8 @@ CREATE TABLE IF NOT EXISTS share_issues (
 -- The protocol's "transaction id" is orders.id.
 CREATE TABLE IF NOT EXISTS orders (
     id              bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    account_id      text        NOT NULL REFERENCES accounts (id),
-    symbol          text        NOT NULL CHECK (symbol ~ '^[A-Za-z0-9]{1,32}$'),
+    account_id      account_id  NOT NULL REFERENCES accounts (id),
+    symbol          symbol      NOT NULL,
     is_buy          boolean     NOT NULL,
     amount          numeric     NOT NULL CHECK (amount > 0),
     limit_price     numeric     NOT NULL CHECK (limit_price > 0),
@@ -167,7 +180,7 @@ BEGIN
     -- spend (less, for a buy, what its trades give straight back).
     IF v_is_buy THEN
         IF trade_count > 0 THEN
-            PERFORM 1 FROM accounts WHERE id = p_account OR id = ANY (t_owners) ORDER BY id FOR NO KEY UPDATE;
+            PERFORM 1 FROM accounts WHERE id = ANY (t_owners || p_account) ORDER BY id FOR NO KEY UPDATE;
         END IF;
         UPDATE accounts SET balance = balance - (v_shares * p_limit - v_cash)
          WHERE id = p_account AND balance >= v_shares * p_limit;
@@ -179,7 +192,7 @@ BEGIN
     ELSE
         IF trade_count > 0 THEN
             PERFORM 1 FROM accounts WHERE id = p_account FOR NO KEY UPDATE;
-            PERFORM 1 FROM positions WHERE symbol = p_symbol AND (account_id = p_account OR account_id = ANY (t_owners))
+            PERFORM 1 FROM positions WHERE account_id = ANY (t_owners || p_account) AND symbol = p_symbol
               ORDER BY account_id FOR NO KEY UPDATE;
         END IF;
         UPDATE positions SET shares = shares - v_shares
@@ -199,9 +212,11 @@ BEGIN
     END IF;
 
     -- Apply the plan: the resting orders, the trades, and what the other side receives.
+    -- Each set-based statement names its rows with "= ANY (array)" too: that is an
+    -- index condition, where a join against unnest() alone would scan the table.
     UPDATE orders o SET open_shares = o.open_shares - t.shares, filled_shares = o.filled_shares + t.shares
       FROM unnest(t_orders, t_shares) AS t (id, shares)
-     WHERE o.id = t.id;
+     WHERE o.id = ANY (t_orders) AND o.id = t.id;
     INSERT INTO trades (buy_order_id, sell_order_id, shares, price)
     SELECT CASE WHEN v_is_buy THEN order_id ELSE t.id END,
            CASE WHEN v_is_buy THEN t.id ELSE order_id END,
@@ -213,7 +228,8 @@ BEGIN
         UPDATE accounts a SET balance = a.balance + c.cash
           FROM (SELECT owner, sum(shares * price) AS cash
                   FROM unnest(t_owners, t_shares, t_prices) AS t (owner, shares, price) GROUP BY owner) c
-         WHERE a.id = c.owner;
+         WHERE a.id = ANY (t_owners) AND a.id = c.owner;
+
         INSERT INTO positions AS p (account_id, symbol, shares) VALUES (p_account, p_symbol, v_shares - v_left)
         ON CONFLICT (account_id, symbol) DO UPDATE SET shares = p.shares + EXCLUDED.shares;
     ELSE

@@ -89,8 +89,12 @@ pub fn config(url: &str, timeouts: DatabaseTimeouts) -> Result<postgres::Config,
         .map_err(|e| StoreError::Failed(format!("bad database URL: {e}")))?;
     config.connect_timeout(Duration::from_millis(timeouts.connect_ms));
     config.application_name("exchange-server");
+    // Generic plans: the exchange's statements are all index lookups whose best plan
+    // does not depend on the values, and re-planning them on every call (as the
+    // custom-plan heuristic does for array parameters) costs more than running them.
     config.options(&format!(
-        "-c statement_timeout={} -c idle_in_transaction_session_timeout={}",
+        "-c plan_cache_mode=force_generic_plan -c statement_timeout={} -c idle_in_transaction_session_timeout={}",
+
         timeouts.statement_ms, timeouts.idle_in_transaction_ms
     ));
     Ok(config)

@@ -5,12 +5,12 @@
 
 use crate::exchange::{self, Sessions};
 use crate::protocol::{self, ParseLimits, Response};
-use crate::server::intake::{close_politely, Job};
+use crate::server::intake::{close_politely, write_before, Job};
+
 use crate::server::log;
 use crate::store::{Manager, Session, StoreError};
 use crossbeam_channel::Receiver;
 use r2d2::Pool;
-use std::io::Write;
 use std::time::{Duration, Instant};
 
 pub struct Handler {
@@ -56,13 +56,12 @@ impl Handler {
     fn serve(&mut self, job: Job) {
         let response = self.answer(&job.document);
         let bytes = protocol::render(&response);
-        let mut stream = &job.stream;
-        let write_time = job.deadline.saturating_duration_since(Instant::now());
-        let ready = stream.set_nonblocking(false).is_ok()
-            && stream
-                .set_write_timeout(Some(write_time.max(Duration::from_millis(100))))
-                .is_ok();
-        if ready && stream.write_all(&bytes).is_ok() {
+        // The answer usually fits the socket's buffer at once; a slow reader gets until
+        // the request's deadline, and at least a moment.
+        let deadline = job
+            .deadline
+            .max(Instant::now() + Duration::from_millis(100));
+        if write_before(&job.stream, &bytes, deadline).is_ok() {
             close_politely(&job.stream);
         }
     }
