@@ -171,7 +171,6 @@ fn draw<DB: DrawingBackend>(
     chart_context
         .configure_mesh()
         .x_desc("cores (k pinned workers; PostgreSQL and the client confined to the same k)")
-
         .y_desc(y_label)
         .x_labels(x_max as usize + 1)
         .y_label_formatter(&y_format)

@@ -256,14 +256,23 @@ impl Run<'_> {
         }
     }
 
+    /// The acting account and the order a `<query>` or `<cancel>` names.
+    fn order_named<'i>(
+        on_behalf: &OnBehalf,
+        id: &'i Option<String>,
+    ) -> Result<(AccountId, &'i str, OrderId), Rejection> {
+        let account = Self::acting_account(on_behalf)?;
+        let id_text = required(id, "id")?;
+        let order = OrderId::parse(id_text).ok_or(Rejection::OrderIdInvalid)?;
+        Ok((account, id_text, order))
+    }
+
     fn query(
         &mut self,
         on_behalf: &mut OnBehalf,
         id: &Option<String>,
     ) -> Result<Outcome, Rejection> {
-        let account = Self::acting_account(on_behalf)?;
-        let id_text = required(id, "id")?;
-        let order = OrderId::parse(id_text).ok_or(Rejection::OrderIdInvalid)?;
+        let (account, id_text, order) = Self::order_named(on_behalf, id)?;
         match self.with_session(|s| s.order_state(&account, order))? {
             Some(state) => Ok(Outcome::Status {
                 id: id_text.to_string(),
@@ -278,9 +287,7 @@ impl Run<'_> {
         on_behalf: &mut OnBehalf,
         id: &Option<String>,
     ) -> Result<Outcome, Rejection> {
-        let account = Self::acting_account(on_behalf)?;
-        let id_text = required(id, "id")?;
-        let order = OrderId::parse(id_text).ok_or(Rejection::OrderIdInvalid)?;
+        let (account, id_text, order) = Self::order_named(on_behalf, id)?;
         match self.with_session(|s| s.cancel_order(&account, order))? {
             Canceled::Canceled => {
                 // A canceled order never changes again, so reading it afterwards is exact.

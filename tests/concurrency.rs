@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{fresh_database, normalize, sql, Server};
+use common::{audit_holds, fresh_database, normalize, sql, Server};
 use exchange::protocol::tree::Element;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -12,15 +12,6 @@ use std::sync::{Arc, Barrier};
 
 fn server(hint: &str) -> Arc<Server> {
     Arc::new(Server::start(&fresh_database(hint), 3, &["--threads", "4"]))
-}
-
-fn audit_holds(url: &str) {
-    let report = exchange::audit::audit(&mut sql(url)).expect("audit runs");
-    assert!(
-        report.discrepancies.is_empty(),
-        "audit: {:#?}",
-        report.discrepancies
-    );
 }
 
 /// Errors a correct exchange may answer under load: business rejections only.

@@ -2,19 +2,10 @@
 
 mod common;
 
-use common::{fresh_database, sql, Load, Outcome, Server};
+use common::{audit_holds, fresh_database, Load, Outcome, Server};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::time::{Duration, Instant};
-
-fn audit_holds(url: &str) {
-    let report = exchange::audit::audit(&mut sql(url)).expect("audit runs");
-    assert!(
-        report.discrepancies.is_empty(),
-        "audit: {:#?}",
-        report.discrepancies
-    );
-}
 
 fn answered(outcome: &Outcome) -> bool {
     matches!(outcome, Outcome::Answered { errors } if errors.iter().all(|e| e.contains("insufficient")))

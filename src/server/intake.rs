@@ -238,8 +238,7 @@ pub fn write_before(stream: &TcpStream, bytes: &[u8], deadline: Instant) -> std:
 }
 
 /// Best effort: writes a short answer without blocking, then closes politely.
-fn answer_and_close
-(stream: &TcpStream, response: &Response) {
+fn answer_and_close(stream: &TcpStream, response: &Response) {
     let mut writer = stream;
     let _ = writer.write_all(&render(response));
     close_politely(stream);

@@ -383,3 +383,13 @@ fn one_request(addr: SocketAddr, xml: &str) -> Outcome {
         Err(e) => Outcome::Broken(format!("partial answer: {e}")),
     }
 }
+
+/// Asserts the conservation audit finds nothing wrong in the database at `url`.
+pub fn audit_holds(url: &str) {
+    let report = exchange::audit::audit(&mut sql(url)).expect("audit runs");
+    assert!(
+        report.discrepancies.is_empty(),
+        "audit: {:#?}",
+        report.discrepancies
+    );
+}
