@@ -181,55 +181,24 @@ fn an_unreachable_database_gives_one_clear_line_and_a_nonzero_exit() {
 #[test]
 fn pinned_workers_follow_the_taskset_they_were_given() {
     let allowed = exchange::server::affinity::allowed_cpus();
-    let last = *allowed.last().unwrap();
-    let url = fresh_database("e2e_pin");
+    let last = allowed.last().expect("some CPU").to_string();
     // Under `taskset -c LAST`, two pinned workers both land on LAST.
-    let mut child = Command::new("taskset")
-        .args([
-            "-c",
-            &last.to_string(),
-            env!("CARGO_BIN_EXE_exchange-server"),
-        ])
-        .args([
-            "--port",
-            "0",
-            "--bind",
-            "127.0.0.1",
-            "--workers",
-            "2",
-            "--threads",
-            "1",
-            "--pin",
-        ])
-        .arg("--database-url")
-        .arg(&url)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("taskset (util-linux) runs");
-    let mut first_line = [0u8; 64];
-    let _ = child.stdout.as_mut().unwrap().read(&mut first_line);
-    let pid = child.id();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let cpus = loop {
-        let children =
-            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
-        let workers: Vec<&str> = children.split_whitespace().collect();
-        let lists: Vec<String> = workers
-            .iter()
-            .filter_map(|w| std::fs::read_to_string(format!("/proc/{w}/status")).ok())
-            .filter_map(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("Cpus_allowed_list:"))
-                    .map(|l| l[18..].trim().to_string())
-            })
-            .collect();
-        if lists.len() == 2 || Instant::now() > deadline {
-            break lists;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
-    let status = child.wait().unwrap();
-    assert_eq!(cpus, [last.to_string(), last.to_string()]);
-    assert_eq!(status.code(), Some(0));
+    let mut server = Server::start_under(
+        &["taskset", "-c", &last],
+        &fresh_database("e2e_pin"),
+        2,
+        &["--threads", "1", "--pin"],
+    );
+    let cpus: Vec<String> = server
+        .workers()
+        .iter()
+        .filter_map(|w| std::fs::read_to_string(format!("/proc/{w}/status")).ok())
+        .filter_map(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+                .map(|l| l.trim().to_string())
+        })
+        .collect();
+    assert_eq!(cpus, [last.clone(), last]);
+    assert_eq!(server.stop().code(), Some(0));
 }

@@ -188,7 +188,22 @@ pub struct Server {
 
 impl Server {
     pub fn start(url: &str, workers: usize, extra: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_exchange-server"))
+        Server::start_under(&[], url, workers, extra)
+    }
+
+    /// Starts the server through a wrapper command such as `taskset -c 1`, which must
+    /// exec it (so the wrapper's pid is the supervisor's).
+    pub fn start_under(wrapper: &[&str], url: &str, workers: usize, extra: &[&str]) -> Server {
+        let server = env!("CARGO_BIN_EXE_exchange-server");
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(server);
+                command
+            }
+            None => Command::new(server),
+        };
+        let mut child = command
             .args([
                 "--port",
                 "0",
