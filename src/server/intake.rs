@@ -20,7 +20,7 @@ pub struct Job {
     /// Non-blocking, as the intake left it.
     pub stream: TcpStream,
     pub document: Vec<u8>,
-    /// When the request became complete, for the handler's write deadline.
+    /// Until when the handler may take to write the answer.
     pub deadline: Instant,
 }
 
