@@ -124,7 +124,9 @@ $$;
 
 -- Opens an order and matches it at once, all in the caller's one database transaction.
 -- p_amount is signed: positive buys, negative sells. Returns the order's id, or a
--- rejection: 'no_account', 'insufficient_funds' or 'insufficient_shares'.
+-- rejection: 'no_account', 'insufficient_funds' or 'insufficient_shares'. (The server
+-- reads only those two; trade_count is for people at a psql prompt, and stays in the
+-- signature because CREATE OR REPLACE cannot change a function's OUT parameters.)
 --
 -- Everything happens under the symbol's advisory lock, so the time spent here is the
 -- time other orders on the symbol wait: the trades are planned into arrays first,

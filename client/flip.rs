@@ -11,7 +11,7 @@ use exchange::wire::round_trip;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::{Arc, Barrier};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// Shares each pair trades, and the price: a buyer starts with exactly SHARES x PRICE.
 const SHARES: &str = "4";
@@ -60,10 +60,7 @@ pub fn run(args: &FlipArgs) -> Result<ExitCode, String> {
         addr: args.target.addr()?,
         timeout: args.target.timeout(),
     });
-    let tag = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-        % 1_000_000_000_000;
+    let tag = crate::workload::run_tag();
     let symbol = format!("F{tag}");
     // User n (1-based): odd buys, even sells.
     let users: Vec<(String, bool)> = (1..=args.users)

@@ -14,7 +14,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 #[derive(Args, Clone, Debug)]
 pub struct LoadArgs {
@@ -60,10 +60,7 @@ pub fn run(args: &LoadArgs) -> Result<ExitCode, String> {
     }
     let addr = args.target.addr()?;
     let timeout = args.target.timeout();
-    let tag = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-        % 1_000_000_000_000;
+    let tag = crate::workload::run_tag();
     let universe = Arc::new(Universe::new(tag, args.accounts, args.symbols));
     for request in universe.setup_requests(5_000) {
         let answer = round_trip(addr, request.as_bytes(), timeout)

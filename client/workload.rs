@@ -9,6 +9,7 @@ use rand::Rng;
 use std::collections::VecDeque;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Cash each load account starts with, and shares of each symbol.
 const ACCOUNT_CASH: &str = "1000000000";
@@ -18,6 +19,16 @@ const MID_RANGE_CENTS: (i64, i64) = (1_000, 100_000);
 /// How far from the mid a limit may lie, in cents, either way.
 const SPREAD_CENTS: i64 = 50;
 const RECENT_ORDERS_MAX: usize = 1024;
+
+/// A number for naming one run's accounts and symbols, so that runs against the same
+/// database never collide: the current time in milliseconds, cut to 12 digits so that
+/// ids stay well inside the protocol's 32.
+pub fn run_tag() -> u64 {
+    let millis = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    (millis % 1_000_000_000_000) as u64
+}
 
 /// The accounts and symbols of one load run; names carry a run tag so runs never collide.
 pub struct Universe {

@@ -223,7 +223,7 @@ impl Run<'_> {
             return Err(Rejection::LimitNotPositive);
         }
         match self.with_session(|s| s.place_order(&account, &symbol, shares, price))? {
-            Placed::Opened { id, .. } => {
+            Placed::Opened(id) => {
                 on_behalf.exists = Some(true);
                 Ok(Outcome::Opened {
                     sym: sym_text.to_string(),

@@ -141,7 +141,7 @@ pub enum OrderRefusal {
 /// What opening an order did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Placed {
-    Opened { id: OrderId, trades: u32 },
+    Opened(OrderId),
     Refused(OrderRefusal),
 }
 
@@ -168,7 +168,7 @@ impl Statements {
             account_exists: client.prepare("SELECT EXISTS (SELECT 1 FROM accounts WHERE id = $1)")?,
             create_account: client.prepare("SELECT create_account($1, $2)")?,
             issue_shares: client.prepare("SELECT issue_shares($1, $2, $3)")?,
-            place_order: client.prepare("SELECT rejection, order_id, trade_count FROM place_order($1, $2, $3, $4)")?,
+            place_order: client.prepare("SELECT rejection, order_id FROM place_order($1, $2, $3, $4)")?,
             cancel_order: client.prepare("SELECT cancel_order($1, $2)")?,
             order_state: client.prepare(
                 "SELECT o.open_shares, o.canceled_shares, floor(extract(epoch FROM o.canceled_at))::bigint,
@@ -275,10 +275,7 @@ impl Session {
         })?;
         let rejection: Option<&str> = row.try_get(0)?;
         let placed = match rejection {
-            None => Placed::Opened {
-                id: OrderId(row.try_get(1)?),
-                trades: row.try_get::<_, i32>(2)?.unsigned_abs(),
-            },
+            None => Placed::Opened(OrderId(row.try_get(1)?)),
             Some("no_account") => Placed::Refused(OrderRefusal::NoAccount),
             Some("insufficient_funds") => Placed::Refused(OrderRefusal::InsufficientFunds),
             Some("insufficient_shares") => Placed::Refused(OrderRefusal::InsufficientShares),
