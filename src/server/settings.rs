@@ -7,7 +7,9 @@ use clap::Parser;
 /// A prefork stock-exchange matching server speaking length-framed XML over TCP,
 /// with PostgreSQL as the book of record.
 #[derive(Clone, Debug, Parser)]
-#[command(name = "exchange-server", version, about, long_about = None)]
+// A flag given twice takes its last value, so wrappers can set defaults and users
+// override them (`scripts/run --threads 8`).
+#[command(name = "exchange-server", version, about, long_about = None, args_override_self = true)]
 pub struct Settings {
     /// TCP port to listen on (0 picks a free one and prints it).
     #[arg(long, default_value_t = 12345)]
@@ -82,5 +84,25 @@ impl Settings {
             idle_in_transaction_ms: self.statement_timeout_ms.saturating_mul(2),
             ..DatabaseTimeouts::default()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flag_given_twice_takes_its_last_value() {
+        let settings = Settings::try_parse_from([
+            "exchange-server",
+            "--threads",
+            "2",
+            "--port",
+            "1",
+            "--threads",
+            "6",
+        ])
+        .expect("repeated flags are accepted");
+        assert_eq!((settings.threads, settings.port), (6, 1));
     }
 }

@@ -211,12 +211,10 @@ impl Server {
                 "127.0.0.1",
                 "--workers",
                 &workers.to_string(),
+                "--threads",
+                "2",
             ])
-            .args(if extra.contains(&"--threads") {
-                &[][..]
-            } else {
-                &["--threads", "2"][..]
-            })
+            // Later flags win, so a test's own --threads overrides the default above.
             .args(extra)
             .arg("--database-url")
             .arg(url)
