@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{audit_holds, fresh_database, normalize, sql, Server};
+use common::{audit_holds, balance, fresh_database, sql, Server};
 use exchange::protocol::tree::Element;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -133,11 +133,7 @@ fn concurrent_buys_open_exactly_the_affordable_ones() {
         .iter()
         .filter(|a| a.name == "error")
         .all(|a| a.text.contains("insufficient funds")));
-    let balance: String = sql(&server.url)
-        .query_one("SELECT balance::text FROM accounts WHERE id = '1'", &[])
-        .unwrap()
-        .get(0);
-    assert_eq!(normalize(balance), "0");
+    assert_eq!(balance(&server.url, "1"), "0");
     audit_holds(&server.url);
 }
 
@@ -209,7 +205,17 @@ fn a_cancel_racing_a_match_wins_or_loses_whole() {
             }
         }
     }
-    assert_eq!(cancels_won + trades_won, 20);
+    // Each round the buy won traded its 10 shares once; a won cancel left no trade.
+    let trades: i64 = sql(&server.url)
+        .query_one("SELECT count(*) FROM trades", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(trades, trades_won, "{cancels_won} cancels won");
+    assert_eq!(
+        balance(&server.url, "2"),
+        (trades_won * 50).to_string(),
+        "the seller got 50 per trade"
+    );
     audit_holds(&server.url);
 }
 
@@ -234,12 +240,8 @@ fn of_two_simultaneous_cancels_exactly_one_succeeds() {
             "{answers:?}"
         );
     }
-    let balance: String = sql(&server.url)
-        .query_one("SELECT balance::text FROM accounts WHERE id = '1'", &[])
-        .unwrap()
-        .get(0);
     assert_eq!(
-        normalize(balance),
+        balance(&server.url, "1"),
         "1000",
         "every cancel refunded exactly once"
     );

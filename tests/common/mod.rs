@@ -133,13 +133,7 @@ impl Exchange {
     }
 
     pub fn balance(&self, account: &str) -> String {
-        let row = sql(&self.url)
-            .query_one(
-                "SELECT balance::text FROM accounts WHERE id = $1",
-                &[&account],
-            )
-            .expect("account row");
-        normalize(row.get(0))
+        balance(&self.url, account)
     }
 
     pub fn shares(&self, account: &str, sym: &str) -> String {
@@ -405,4 +399,15 @@ pub fn audit_holds(url: &str) {
         "audit: {:#?}",
         report.discrepancies
     );
+}
+
+/// An account's balance in the database at `url`, in shortest form.
+pub fn balance(url: &str, account: &str) -> String {
+    let row = sql(url)
+        .query_one(
+            "SELECT balance::text FROM accounts WHERE id = $1",
+            &[&account],
+        )
+        .expect("account row");
+    normalize(row.get(0))
 }
