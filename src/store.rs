@@ -4,6 +4,8 @@
 //! All matching and money movement happens in the functions of `schema.sql`, each
 //! called as one statement and so as one database transaction. Deadlocks and
 //! serialization failures are retried here, in [`Session::retrying`], and nowhere else.
+//! (A session the server ended is another matter: it needs a new connection, so
+//! `exchange::Run::with_session` replaces it and runs the operation once more.)
 
 use crate::model::{AccountId, Fill, OrderId, OrderState, Symbol};
 use postgres::error::SqlState;
