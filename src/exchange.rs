@@ -3,7 +3,8 @@
 //! Each operation is validated, then run as its own database transaction; a rejection
 //! is a value in the response, in the operation's place. After a database failure the
 //! rest of the request is answered "not executed" rather than retried against a
-//! database that just failed.
+//! database that just failed. A request that reached the database is answered only
+//! once what it did and saw is durable (see `store::Session::make_durable`).
 
 use crate::model::{AccountId, OrderId, Symbol};
 use crate::number::{self, Sign};
@@ -14,7 +15,10 @@ use rust_decimal::Decimal;
 
 /// Where operations get their database session; a handler thread keeps one for its life.
 pub trait Sessions {
+    /// The session, opened anew if there is none or it broke.
     fn session(&mut self) -> Result<&mut Session, StoreError>;
+    /// The session as it is, never replaced: None if there is none or it broke.
+    fn kept(&mut self) -> Option<&mut Session>;
     /// Called after a failure, so a broken connection can be replaced.
     fn failed(&mut self, error: &StoreError);
 }
@@ -24,6 +28,7 @@ pub fn execute(request: &Request, sessions: &mut dyn Sessions) -> Response {
     let mut run = Run {
         sessions,
         database_failed: false,
+        database_answered: false,
     };
     let outcomes = match request {
         Request::Create(items) => items.iter().flat_map(|item| run.create(item)).collect(),
@@ -35,6 +40,14 @@ pub fn execute(request: &Request, sessions: &mut dyn Sessions) -> Response {
                 .collect()
         }
     };
+    if run.database_answered {
+        if let Err(e) = run.attempt(Session::make_durable) {
+            return Response::Rejected(format!(
+                "outcome unknown: the database failed before this request's results were \
+                 durable ({e}); operations before the failure may stand"
+            ));
+        }
+    }
     Response::Results(outcomes)
 }
 
@@ -42,6 +55,9 @@ struct Run<'a> {
     sessions: &'a mut dyn Sessions,
     /// Set by the first database failure; later operations are not attempted.
     database_failed: bool,
+    /// Set by the first operation the database answered: the request's results then
+    /// wait for durability.
+    database_answered: bool,
 }
 
 /// The account a `<transactions>` acts for, and what is known about its existence.
@@ -80,25 +96,52 @@ fn required<'v>(value: &'v Option<String>, name: &'static str) -> Result<&'v str
 
 impl Run<'_> {
     /// Runs one database operation, or refuses to after an earlier failure.
-    /// A session the server ended (say, by a restart since it was last used) did not
-    /// run the operation, so it runs once more on a fresh connection.
     fn with_session<T>(
         &mut self,
-        mut operation: impl FnMut(&mut Session) -> Result<T, StoreError>,
+        operation: impl FnMut(&mut Session) -> Result<T, StoreError>,
     ) -> Result<T, Rejection> {
         if self.database_failed {
             return Err(Rejection::NotExecuted);
         }
-        let mut result = self.sessions.session().and_then(&mut operation);
-        if let Err(ended @ StoreError::SessionEnded(_)) = &result {
+        match self.attempt(operation) {
+            Ok(value) => {
+                self.database_answered = true;
+                Ok(value)
+            }
+            Err(e) => {
+                self.database_failed = true;
+                Err(Rejection::ServiceUnavailable(e.to_string()))
+            }
+        }
+    }
+
+    /// Runs `operation` on the thread's session.
+    ///
+    /// Until the database has answered this request, a session the server ended (say,
+    /// by a restart since it was last used) did not run anything of it, so the
+    /// operation runs once more on a fresh connection. After that the request stays on
+    /// its session: commits not yet durable on a lost session may have been lost with
+    /// it, and a new session could not vouch for them.
+    fn attempt<T>(
+        &mut self,
+        mut operation: impl FnMut(&mut Session) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut result = if self.database_answered {
+            match self.sessions.kept() {
+                Some(session) => operation(session),
+                None => Err(StoreError::Unavailable(
+                    "the connection broke before this request's results were durable".into(),
+                )),
+            }
+        } else {
+            self.sessions.session().and_then(&mut operation)
+        };
+        if let (false, Err(ended @ StoreError::SessionEnded(_))) = (self.database_answered, &result)
+        {
             self.sessions.failed(ended);
             result = self.sessions.session().and_then(&mut operation);
         }
-        result.map_err(|e| {
-            self.sessions.failed(&e);
-            self.database_failed = true;
-            Rejection::ServiceUnavailable(e.to_string())
-        })
+        result.inspect_err(|e| self.sessions.failed(e))
     }
 
     fn create(&mut self, item: &CreateItem) -> Vec<Outcome> {

@@ -5,7 +5,13 @@
 //! called as one statement and so as one database transaction. Deadlocks and
 //! serialization failures are retried here, in [`Session::retrying`], and nowhere else.
 //! (A session the server ended is another matter: it needs a new connection, so
-//! `exchange::Run::with_session` replaces it and runs the operation once more.)
+//! `exchange::Run::attempt` replaces it and runs the operation once more.)
+//!
+//! Durability is deferred to the end of a request. Each write commits without waiting
+//! for its WAL to reach disk, so it releases its symbol's lock (and its rows) at once
+//! instead of holding them through an fsync; before the request is answered,
+//! [`Session::make_durable`] waits until the WAL holds everything the request wrote or
+//! read. A client is never told of a result that a crash could take back.
 
 use crate::model::{AccountId, Fill, OrderId, OrderState, Symbol};
 use postgres::error::SqlState;
@@ -97,8 +103,6 @@ pub fn config(url: &str, timeouts: DatabaseTimeouts) -> Result<postgres::Config,
     // their shape never depends on the values and planning each call would cost more.
     config.options(&format!(
         "-c enable_seqscan=off -c plan_cache_mode=force_generic_plan -c statement_timeout={} -c idle_in_transaction_session_timeout={}",
-
-
         timeouts.statement_ms, timeouts.idle_in_transaction_ms
     ));
     Ok(config)
@@ -162,16 +166,26 @@ struct Statements {
     place_order: Statement,
     cancel_order: Statement,
     order_state: Statement,
+    make_durable: Statement,
 }
+
+/// Appended to every statement that writes: its transaction commits without waiting for
+/// the WAL flush, which `make_durable` does once for the whole request.
+const COMMIT_DEFERRED: &str = "set_config('synchronous_commit', 'off', true)";
 
 impl Statements {
     fn prepare(client: &mut Client) -> Result<Statements, postgres::Error> {
         Ok(Statements {
             account_exists: client.prepare("SELECT EXISTS (SELECT 1 FROM accounts WHERE id = $1)")?,
-            create_account: client.prepare("SELECT create_account($1, $2)")?,
-            issue_shares: client.prepare("SELECT issue_shares($1, $2, $3)")?,
-            place_order: client.prepare("SELECT rejection, order_id FROM place_order($1, $2, $3, $4)")?,
-            cancel_order: client.prepare("SELECT cancel_order($1, $2)")?,
+            create_account: client
+                .prepare(&format!("SELECT create_account($1, $2), {COMMIT_DEFERRED}"))?,
+            issue_shares: client
+                .prepare(&format!("SELECT issue_shares($1, $2, $3), {COMMIT_DEFERRED}"))?,
+            place_order: client.prepare(&format!(
+                "SELECT rejection, order_id, {COMMIT_DEFERRED} FROM place_order($1, $2, $3, $4)"
+            ))?,
+            cancel_order: client
+                .prepare(&format!("SELECT cancel_order($1, $2), {COMMIT_DEFERRED}"))?,
             order_state: client.prepare(
                 "SELECT o.open_shares, o.canceled_shares, floor(extract(epoch FROM o.canceled_at))::bigint,
                         t.shares, t.price, floor(extract(epoch FROM t.traded_at))::bigint
@@ -184,6 +198,12 @@ impl Statements {
                   WHERE o.id = $1 AND o.account_id = $2
                   ORDER BY t.id",
             )?,
+            // A commit waits for the WAL only if its transaction has an id and wrote
+            // WAL; an empty transactional logical message is the smallest write that
+            // gives it both. (Logical decoding consumers see it as a message with this
+            // prefix; pgoutput passes messages on only to subscribers that ask.)
+            make_durable: client
+                .prepare("SELECT pg_logical_emit_message(true, 'exchange-server', '')")?,
         })
     }
 }
@@ -305,6 +325,18 @@ impl Session {
                 "cancel_order answered {other:?}"
             ))),
         }
+    }
+
+    /// Returns once the WAL is on disk up to this call: so everything this session has
+    /// committed, and every commit its reads could have seen, survives a crash.
+    ///
+    /// Why that holds: a deferred commit writes its record before it becomes visible,
+    /// the record written here follows every such record, and the WAL is flushed in
+    /// order. (With the cluster itself set to `synchronous_commit = off` nothing waits,
+    /// as its operator chose.)
+    pub fn make_durable(&mut self) -> Result<(), StoreError> {
+        self.client.execute(&self.statements.make_durable, &[])?;
+        Ok(())
     }
 
     /// The order's state if it exists and belongs to `account`.

@@ -87,7 +87,8 @@ impl Request {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Response {
     Results(Vec<Outcome>),
-    /// `<results><error>why</error></results>`: nothing was executed.
+    /// `<results><error>why</error></results>`: the request was not executed, or (after
+    /// a database failure) what it did could not be confirmed.
     Rejected(String),
 }
 

@@ -28,6 +28,10 @@ impl Sessions for Handler {
         Ok(self.session.insert(session))
     }
 
+    fn kept(&mut self) -> Option<&mut Session> {
+        self.session.as_mut().filter(|session| !session.is_broken())
+    }
+
     fn failed(&mut self, error: &StoreError) {
         log(format_args!("{error}"));
         let ended = matches!(error, StoreError::SessionEnded(_));
