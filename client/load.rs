@@ -39,6 +39,10 @@ pub struct LoadArgs {
     /// Operations in each `<transactions>` request.
     #[arg(long, default_value_t = 1)]
     pub orders_per_request: usize,
+    /// Percent of requests that query or cancel an earlier order (one operation)
+    /// instead of placing orders.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub queries_percent: u8,
     /// Seed of the random workload.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -79,10 +83,11 @@ pub fn run(args: &LoadArgs) -> Result<ExitCode, String> {
         .map(|i| {
             let (universe, stop, sent) = (universe.clone(), stop.clone(), sent.clone());
             let (limit, operations) = (args.requests, args.orders_per_request);
+            let queries_percent = args.queries_percent;
             let rng =
                 SmallRng::seed_from_u64(args.seed.wrapping_mul(1_000_003).wrapping_add(i as u64));
             std::thread::spawn(move || {
-                let mut generator = Generator::new(rng);
+                let mut generator = Generator::new(rng, queries_percent);
                 let mut tally = Tally::new();
                 while !stop.load(Ordering::Relaxed) {
                     let n = sent.fetch_add(1, Ordering::Relaxed);
@@ -117,6 +122,7 @@ pub fn run(args: &LoadArgs) -> Result<ExitCode, String> {
         elapsed: started.elapsed(),
         connections: args.connections,
         orders_per_request: args.orders_per_request,
+        queries_percent: args.queries_percent,
         client_cpu: process_cpu().saturating_sub(cpu_before),
     };
     if args.json {

@@ -100,6 +100,7 @@ pub struct Summary<'a> {
     pub elapsed: Duration,
     pub connections: usize,
     pub orders_per_request: usize,
+    pub queries_percent: u8,
     pub client_cpu: Duration,
 }
 
@@ -126,8 +127,8 @@ impl Summary<'_> {
     pub fn print(&self) {
         let t = self.tally;
         println!(
-            "connections        {} x {} operations per request",
-            self.connections, self.orders_per_request
+            "connections        {} x {} operations per request, {}% queries and cancels",
+            self.connections, self.orders_per_request, self.queries_percent
         );
         println!(
             "requests           {} in {} s ({}/s)",
@@ -171,6 +172,7 @@ impl Summary<'_> {
         json!({
             "connections": self.connections,
             "orders_per_request": self.orders_per_request,
+            "queries_percent": self.queries_percent,
             "requests": t.requests,
             "operations": t.operations,
             "elapsed_sec": number(&millis(self.elapsed.as_micros() as u64 / 1000)),

@@ -1,6 +1,6 @@
 //! The load workload: its own accounts and symbols, and requests that mix limit orders
 //! around a drifting mid price (so about half of them trade) with queries and cancels
-//! of the client's own earlier orders.
+//! of the client's own earlier orders, in a chosen share.
 //!
 //! Prices are whole cents held in integers: the client never uses binary floats.
 
@@ -98,20 +98,24 @@ pub enum Op {
 /// One connection's generator: its random stream and the orders it opened.
 pub struct Generator {
     rng: SmallRng,
+    /// Percent of requests that query or cancel instead of placing orders.
+    queries_percent: u8,
     /// (account index, order id) of orders this generator opened, newest last.
     recent: VecDeque<(usize, i64)>,
 }
 
 impl Generator {
-    pub fn new(rng: SmallRng) -> Generator {
+    pub fn new(rng: SmallRng, queries_percent: u8) -> Generator {
         Generator {
             rng,
+            queries_percent,
             recent: VecDeque::new(),
         }
     }
 
-    /// The next request: for one account, `operations` operations. About one request
-    /// in five starts with a query or a cancel of an earlier order of the same account.
+    /// The next request: for one account, `operations` operations. `queries_percent` of
+    /// requests (once there are orders to name) start with a query or a cancel of an
+    /// earlier order of the same account.
     pub fn next_request(
         &mut self,
         universe: &Universe,
@@ -119,21 +123,22 @@ impl Generator {
     ) -> (usize, String, Vec<Op>) {
         let mut ops = Vec::with_capacity(operations);
         let mut body = String::new();
-        let account = if !self.recent.is_empty() && self.rng.gen_range(0..100) < 20 {
-            let pick = self.rng.gen_range(0..self.recent.len());
-            let (account, id) = self.recent[pick];
-            if self.rng.gen_bool(0.5) {
-                let _ = write!(body, r#"<query id="{id}"/>"#);
-                ops.push(Op::Query);
+        let account =
+            if !self.recent.is_empty() && self.rng.gen_range(0..100) < self.queries_percent {
+                let pick = self.rng.gen_range(0..self.recent.len());
+                let (account, id) = self.recent[pick];
+                if self.rng.gen_bool(0.5) {
+                    let _ = write!(body, r#"<query id="{id}"/>"#);
+                    ops.push(Op::Query);
+                } else {
+                    let _ = write!(body, r#"<cancel id="{id}"/>"#);
+                    ops.push(Op::Cancel);
+                    self.recent.remove(pick);
+                }
+                account
             } else {
-                let _ = write!(body, r#"<cancel id="{id}"/>"#);
-                ops.push(Op::Cancel);
-                self.recent.remove(pick);
-            }
-            account
-        } else {
-            self.rng.gen_range(0..universe.accounts.len())
-        };
+                self.rng.gen_range(0..universe.accounts.len())
+            };
         while ops.len() < operations {
             let symbol = self.rng.gen_range(0..universe.symbols.len());
             let mid = universe.drift(symbol, &mut self.rng);

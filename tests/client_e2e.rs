@@ -1,5 +1,6 @@
-//! The `exchange-client` binary against the real server: send, load then audit, a
-//! tampered database failing the audit, and the flip scenario.
+//! The `exchange-client` binary against the real server: send, load then audit, the
+//! load's share of queries, a tampered database failing the audit, and the flip
+//! scenario.
 
 mod common;
 
@@ -83,6 +84,38 @@ fn load_then_audit_passes_and_the_report_is_json() {
     let audit = client(&["audit", "--database-url", &server.url]);
     assert!(audit.status.success(), "{}", text(&audit));
     assert!(text(&audit).contains("audit passed"));
+}
+
+#[test]
+fn load_queries_and_cancels_in_the_share_asked() {
+    let server = Server::start(&fresh_database("client_mix"), 2, &[]);
+    let port = server.addr.port().to_string();
+    // Of single-operation requests, those that are not orders are queries or cancels.
+    let share_not_orders = |percent: &str| {
+        let output = client(&[
+            "load",
+            "--port",
+            &port,
+            "--requests",
+            "400",
+            "--connections",
+            "4",
+            "--queries-percent",
+            percent,
+            "--json",
+        ]);
+        assert!(output.status.success(), "{}", text(&output));
+        let report: serde_json::Value =
+            serde_json::from_slice(&output.stdout).expect("one JSON object");
+        assert_eq!(report["queries_percent"].as_u64(), percent.parse().ok());
+        let (requests, orders) = (report["requests"].as_u64(), report["orders"].as_u64());
+        let (requests, orders) = (requests.expect("requests"), orders.expect("orders"));
+        assert_eq!(requests, 400, "{report}");
+        (requests - orders) * 100 / requests
+    };
+    assert_eq!(share_not_orders("0"), 0);
+    let half = share_not_orders("50");
+    assert!((35..=60).contains(&half), "asked for 50%, got {half}%");
 }
 
 #[test]
