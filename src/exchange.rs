@@ -110,7 +110,10 @@ impl Run<'_> {
             }
             Err(e) => {
                 self.database_failed = true;
-                Err(Rejection::ServiceUnavailable(e.to_string()))
+                Err(match e {
+                    StoreError::ConnectionLost(_) => Rejection::OutcomeUnknown(e.to_string()),
+                    _ => Rejection::ServiceUnavailable(e.to_string()),
+                })
             }
         }
     }

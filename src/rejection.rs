@@ -27,6 +27,9 @@ pub enum Rejection {
     MissingAttribute(&'static str),
     /// The database failed; this operation did not run.
     ServiceUnavailable(String),
+    /// The connection to the database broke while this operation ran: it may or may
+    /// not have taken effect, and the server cannot tell which.
+    OutcomeUnknown(String),
     /// An earlier operation of the same request met a database failure.
     NotExecuted,
 }
@@ -59,6 +62,10 @@ impl fmt::Display for Rejection {
             UnknownElement(name) => write!(f, "unknown element <{name}>"),
             MissingAttribute(name) => write!(f, "missing attribute {name}"),
             ServiceUnavailable(why) => write!(f, "not executed: {why}"),
+            OutcomeUnknown(why) => write!(
+                f,
+                "outcome unknown: {why}; the operation may have taken effect (query to find out)"
+            ),
             NotExecuted => f.write_str(
                 "not executed: an earlier operation of this request met a database failure",
             ),

@@ -57,6 +57,9 @@ pub enum StoreError {
     /// The server ended the session (a restart or an administrator): the statement was
     /// rolled back or never ran, so it may run again on a new connection.
     SessionEnded(String),
+    /// The connection broke while a statement was under way: it may have committed
+    /// before the answer was lost, or not at all.
+    ConnectionLost(String),
     /// Anything else the database refused (a timeout, a retried deadlock that persisted).
     Failed(String),
 }
@@ -66,6 +69,7 @@ impl fmt::Display for StoreError {
         match self {
             StoreError::Unavailable(why) => write!(f, "database unavailable: {why}"),
             StoreError::SessionEnded(why) => write!(f, "database session ended: {why}"),
+            StoreError::ConnectionLost(why) => write!(f, "database connection lost: {why}"),
             StoreError::Failed(why) => write!(f, "database error: {why}"),
         }
     }
@@ -87,6 +91,19 @@ impl From<postgres::Error> for StoreError {
             StoreError::Unavailable(why)
         } else {
             StoreError::Failed(why)
+        }
+    }
+}
+
+impl StoreError {
+    /// `e` as met by a statement already sent, when a broken connection leaves the
+    /// statement's fate unknown.
+    fn during_statement(e: postgres::Error) -> StoreError {
+        let broke = e.is_closed()
+            || std::error::Error::source(&e).is_some_and(|cause| cause.is::<std::io::Error>());
+        match StoreError::from(e) {
+            StoreError::Unavailable(why) if broke => StoreError::ConnectionLost(why),
+            other => other,
         }
     }
 }
@@ -243,7 +260,7 @@ impl Session {
                     std::thread::sleep(Duration::from_micros(200 * u64::from(attempt * attempt)));
                     attempt += 1;
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(StoreError::during_statement(e)),
             }
         }
     }
@@ -335,7 +352,7 @@ impl Session {
     /// order. (With the cluster itself set to `synchronous_commit = off` nothing waits,
     /// as its operator chose.)
     pub fn make_durable(&mut self) -> Result<(), StoreError> {
-        self.client.execute(&self.statements.make_durable, &[])?;
+        self.retrying(|c, s| c.execute(&s.make_durable, &[]))?;
         Ok(())
     }
 

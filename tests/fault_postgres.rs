@@ -124,6 +124,69 @@ fn every_answered_order_survives_a_crash_of_postgres_right_after() {
     audit_holds(&url);
 }
 
+/// The server's backend that waits for a lock in `url`'s database, once there is one.
+fn waiting_backend(url: &str) -> i32 {
+    let mut db = sql(url);
+    for _ in 0..200 {
+        let row = db
+            .query_opt(
+                "SELECT pid FROM pg_stat_activity
+                  WHERE application_name = 'exchange-server' AND wait_event_type = 'Lock'
+                    AND datname = current_database()",
+                &[],
+            )
+            .expect("pg_stat_activity");
+        if let Some(row) = row {
+            return row.get(0);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("no backend of the server waited for a lock");
+}
+
+#[test]
+fn a_connection_lost_during_an_order_is_answered_outcome_unknown() {
+    let _cluster = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    let url = fresh_database("fault_pg_lost");
+    let server = Server::start(&url, 1, &["--threads", "1"]);
+    server.send(r#"<create><account id="1" balance="1000"/></create>"#);
+    // Hold the symbol's lock, so that the server's order waits inside place_order.
+    let mut holder = sql(&url);
+    let mut held = holder.transaction().expect("BEGIN");
+    held.execute("SELECT pg_advisory_xact_lock(symbol_lock_key('X'))", &[])
+        .expect("take the symbol's lock");
+    let answer = std::thread::scope(|scope| {
+        let order = scope.spawn(|| {
+            server.send(
+                r#"<transactions id="1"><order sym="X" amount="1" limit="2"/></transactions>"#,
+            )
+        });
+        let backend = waiting_backend(&url);
+        // SIGKILL makes PostgreSQL drop every connection and recover: to the server, its
+        // connection just breaks in the middle of the statement.
+        // SAFETY: kill takes plain integers.
+        assert_eq!(unsafe { libc::kill(backend, libc::SIGKILL) }, 0);
+        order.join().expect("the order's thread")
+    });
+    assert_eq!(answer[0].name, "error", "{answer:?}");
+    assert!(
+        answer[0].text.starts_with("outcome unknown"),
+        "a statement cut off may have committed: {answer:?}"
+    );
+    drop(held);
+    // After recovery the server serves again, on a new connection.
+    let started = Instant::now();
+    loop {
+        let answer = server.send(r#"<transactions id="1"><query id="1"/></transactions>"#);
+        if answer[0].text.contains("no such order") || answer[0].name == "status" {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{answer:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    audit_holds(&url);
+}
+
 #[test]
 fn a_postgres_restart_under_load_gives_errors_not_hangs_and_then_service_resumes() {
     let _cluster = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
