@@ -1,6 +1,7 @@
 //! The load report: counters and a latency histogram per connection, merged at the
 //! end, printed for people or as one JSON object for scripts.
 
+use exchange::rejection::is_service_failure;
 use hdrhistogram::Histogram;
 use serde_json::{json, Number, Value};
 use std::collections::BTreeMap;
@@ -58,7 +59,7 @@ impl Tally {
     pub fn server_errors(&self) -> u64 {
         self.errors
             .iter()
-            .filter(|(kind, _)| kind.starts_with("not executed"))
+            .filter(|(kind, _)| is_service_failure(kind))
             .map(|(_, n)| n)
             .sum()
     }
@@ -193,5 +194,26 @@ impl Summary<'_> {
             "errors": t.errors,
             "server_errors": t.server_errors(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_errors_are_the_failures_of_the_service_only() {
+        let mut tally = Tally::new();
+        for (text, n) in [
+            (
+                "insufficient funds: the balance does not cover amount times limit",
+                5,
+            ),
+            ("not executed: database unavailable: refused", 1),
+            ("outcome unknown: database connection lost: closed", 2),
+        ] {
+            *tally.errors.entry(error_kind(text)).or_default() += n;
+        }
+        assert_eq!(tally.server_errors(), 3);
     }
 }

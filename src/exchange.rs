@@ -9,7 +9,7 @@
 use crate::model::{AccountId, OrderId, Symbol};
 use crate::number::{self, Sign};
 use crate::protocol::{CreateItem, Outcome, Request, Response, SymbolChild, TransactionItem};
-use crate::rejection::Rejection;
+use crate::rejection::{Rejection, OUTCOME_UNKNOWN};
 use crate::store::{Canceled, OrderRefusal, Placed, Session, StoreError};
 use rust_decimal::Decimal;
 
@@ -43,7 +43,7 @@ pub fn execute(request: &Request, sessions: &mut dyn Sessions) -> Response {
     if run.database_answered {
         if let Err(e) = run.attempt(Session::make_durable) {
             return Response::Rejected(format!(
-                "outcome unknown: the database failed before this request's results were \
+                "{OUTCOME_UNKNOWN}: the database failed before this request's results were \
                  durable ({e}); operations before the failure may stand"
             ));
         }

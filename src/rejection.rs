@@ -1,7 +1,21 @@
-//! Every business rejection the exchange can answer, with the sentence the client reads.
+//! Every business rejection the exchange can answer, with the sentence the client reads,
+//! and how a client tells a failure of the service from a rejection of its request.
 
 use crate::number::NumberError;
 use std::fmt;
+
+/// How an answer begins when the database failed before the operation ran.
+pub const NOT_EXECUTED: &str = "not executed";
+/// How an answer begins when the database failed and the server cannot tell whether
+/// the operation (or the request) took effect.
+pub const OUTCOME_UNKNOWN: &str = "outcome unknown";
+
+/// True when an `<error>` text reports a failure of the service, not a rejection of
+/// what was asked: the request may be sent again (after a query, if the outcome is
+/// unknown).
+pub fn is_service_failure(text: &str) -> bool {
+    text.starts_with(NOT_EXECUTED) || text.starts_with(OUTCOME_UNKNOWN)
+}
 
 /// Why one operation was not carried out. Rendered as the text of an `<error>`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,14 +75,57 @@ impl fmt::Display for Rejection {
             OrderHasNothingOpen => f.write_str("order has nothing open to cancel"),
             UnknownElement(name) => write!(f, "unknown element <{name}>"),
             MissingAttribute(name) => write!(f, "missing attribute {name}"),
-            ServiceUnavailable(why) => write!(f, "not executed: {why}"),
+            ServiceUnavailable(why) => write!(f, "{NOT_EXECUTED}: {why}"),
             OutcomeUnknown(why) => write!(
                 f,
-                "outcome unknown: {why}; the operation may have taken effect (query to find out)"
+                "{OUTCOME_UNKNOWN}: {why}; the operation may have taken effect (query to find out)"
             ),
-            NotExecuted => f.write_str(
-                "not executed: an earlier operation of this request met a database failure",
+            NotExecuted => write!(
+                f,
+                "{NOT_EXECUTED}: an earlier operation of this request met a database failure"
             ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Rejection::*;
+
+    #[test]
+    fn only_database_failures_read_as_failures_of_the_service() {
+        let failures = [
+            ServiceUnavailable("database unavailable: refused".into()),
+            OutcomeUnknown("database connection lost: closed".into()),
+            NotExecuted,
+        ];
+        let rejections = [
+            AccountIdInvalid,
+            AccountAlreadyExists,
+            AccountDoesNotExist,
+            BalanceInvalid(NumberError::Malformed),
+            SymbolInvalid,
+            SymbolNeedsAccounts,
+            SharesInvalid(NumberError::Empty),
+            SharesNotPositive,
+            AmountInvalid(NumberError::TooManyIntegerDigits),
+            AmountIsZero,
+            LimitInvalid(NumberError::NegativeNotAllowed),
+            LimitNotPositive,
+            InsufficientFunds,
+            InsufficientShares,
+            OrderIdInvalid,
+            OrderUnknown,
+            OrderHasNothingOpen,
+            UnknownElement("x".into()),
+            MissingAttribute("id"),
+        ];
+        for failure in failures {
+            assert!(is_service_failure(&failure.to_string()), "{failure:?}");
+        }
+        for rejection in rejections {
+            assert!(!is_service_failure(&rejection.to_string()), "{rejection:?}");
         }
     }
 }

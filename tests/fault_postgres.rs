@@ -8,6 +8,7 @@
 mod common;
 
 use common::{audit_holds, fresh_database, sql, Load, Outcome, Server};
+use exchange::rejection::{is_service_failure, OUTCOME_UNKNOWN};
 
 use std::process::Command;
 use std::sync::Mutex;
@@ -170,7 +171,7 @@ fn a_connection_lost_during_an_order_is_answered_outcome_unknown() {
     });
     assert_eq!(answer[0].name, "error", "{answer:?}");
     assert!(
-        answer[0].text.starts_with("outcome unknown"),
+        answer[0].text.starts_with(OUTCOME_UNKNOWN),
         "a statement cut off may have committed: {answer:?}"
     );
     drop(held);
@@ -210,9 +211,9 @@ fn a_postgres_restart_under_load_gives_errors_not_hangs_and_then_service_resumes
         match outcome {
             Outcome::Answered { errors } => {
                 for e in errors {
-                    // "outcome unknown": the database went away between a request's
+                    // Outcome unknown: the database went away between a request's
                     // commits and the wait for their durability.
-                    let outage = e.contains("not executed") || e.contains("outcome unknown");
+                    let outage = is_service_failure(e);
                     assert!(
                         e.contains("insufficient") || outage,
                         "unexpected error {e:?}"
