@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{fresh_database, Server};
+use common::{count, fresh_database, Server};
 use std::process::{Command, Output};
 
 fn client(args: &[&str]) -> Output {
@@ -72,10 +72,7 @@ fn load_then_audit_passes_and_the_report_is_json() {
     assert!(report["latency_ms"]["p50"].is_number() && report["latency_ms"]["p99"].is_number());
     assert_eq!(report["transport_failures"].as_u64(), Some(0), "{report}");
     assert_eq!(report["server_errors"].as_u64(), Some(0), "{report}");
-    let trades: i64 = common::sql(&server.url)
-        .query_one("SELECT count(*) FROM trades", &[])
-        .unwrap()
-        .get(0);
+    let trades = count(&server.url, "SELECT count(*) FROM trades");
     assert!(
         trades > 10,
         "the workload should trade, saw {trades} trades"

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{audit_holds, balance, fresh_database, sql, Server};
+use common::{audit_holds, balance, count, fresh_database, Server};
 use exchange::protocol::tree::Element;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -110,10 +110,7 @@ fn a_barrier_burst_of_sixty_clients_conserves_everything() {
     });
     let total: usize = operations.iter().sum();
     assert!(total >= CLIENTS * REQUESTS);
-    let trades: i64 = sql(&server.url)
-        .query_one("SELECT count(*) FROM trades", &[])
-        .unwrap()
-        .get(0);
+    let trades = count(&server.url, "SELECT count(*) FROM trades");
     assert!(trades > 100, "the burst should trade a lot, saw {trades}");
     audit_holds(&server.url);
 }
@@ -206,10 +203,7 @@ fn a_cancel_racing_a_match_wins_or_loses_whole() {
         }
     }
     // Each round the buy won traded its 10 shares once; a won cancel left no trade.
-    let trades: i64 = sql(&server.url)
-        .query_one("SELECT count(*) FROM trades", &[])
-        .unwrap()
-        .get(0);
+    let trades = count(&server.url, "SELECT count(*) FROM trades");
     assert_eq!(trades, trades_won, "{cancels_won} cancels won");
     assert_eq!(
         balance(&server.url, "2"),
@@ -256,14 +250,11 @@ fn two_accounts_trading_two_symbols_in_opposite_directions_never_deadlock() {
            <symbol sym="P"><account id="1">100000</account><account id="2">100000</account></symbol>
            <symbol sym="Q"><account id="1">100000</account><account id="2">100000</account></symbol></create>"#,
     );
-    let deadlocks = |url: &str| -> i64 {
-        sql(url)
-            .query_one(
-                "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()",
-                &[],
-            )
-            .unwrap()
-            .get(0)
+    let deadlocks = |url: &str| {
+        count(
+            url,
+            "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()",
+        )
     };
     let before = deadlocks(&server.url);
     const ITERATIONS: usize = 150;
@@ -298,10 +289,7 @@ fn two_accounts_trading_two_symbols_in_opposite_directions_never_deadlock() {
     });
     let errors: Vec<String> = errors.into_iter().flatten().collect();
     assert!(errors.is_empty(), "{errors:?}");
-    let trades: i64 = sql(&server.url)
-        .query_one("SELECT count(*) FROM trades", &[])
-        .unwrap()
-        .get(0);
+    let trades = count(&server.url, "SELECT count(*) FROM trades");
     assert!(trades >= (4 * ITERATIONS) as i64, "saw {trades} trades");
     // Stronger than "retries absorbed them": the lock order left nothing to absorb.
     assert_eq!(

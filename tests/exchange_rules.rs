@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{parts, sql, Exchange};
+use common::{count, parts, sql, Exchange};
 
 #[test]
 fn create_runs_children_in_document_order_each_on_its_own() {
@@ -158,10 +158,7 @@ fn order_rejections_echo_what_was_sent_and_change_nothing() {
     }
     assert_eq!(ex.balance("1"), "100");
     assert_eq!(ex.shares("1", "X"), "10");
-    let orders: i64 = sql(&ex.url)
-        .query_one("SELECT count(*) FROM orders", &[])
-        .unwrap()
-        .get(0);
+    let orders = count(&ex.url, "SELECT count(*) FROM orders");
     assert_eq!(orders, 0);
 }
 
@@ -205,10 +202,7 @@ fn the_seven_order_example_comes_out_exactly() {
     let _o4 = ex.order("2", "X", "-500", "128");
     let _o5 = ex.order("2", "X", "-200", "140");
     let o6 = ex.order("1", "X", "400", "125");
-    let trades_before: i64 = sql(&ex.url)
-        .query_one("SELECT count(*) FROM trades", &[])
-        .unwrap()
-        .get(0);
+    let trades_before = count(&ex.url, "SELECT count(*) FROM trades");
     assert_eq!(trades_before, 0, "nothing trades before order 7");
     let o7 = ex.order("2", "X", "-400", "124");
 

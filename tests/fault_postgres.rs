@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{audit_holds, fresh_database, sql, Load, Outcome, Server};
+use common::{audit_holds, balance, fresh_database, sql, Load, Outcome, Server};
 use exchange::rejection::{is_service_failure, OUTCOME_UNKNOWN};
 
 use std::process::Command;
@@ -117,11 +117,11 @@ fn every_answered_order_survives_a_crash_of_postgres_right_after() {
         .expect("count orders")
         .get(0);
     assert_eq!(kept, 30, "answered orders lost in the crash");
-    let balance: String = db
-        .query_one("SELECT balance::text FROM accounts WHERE id = '1'", &[])
-        .expect("balance")
-        .get(0);
-    assert_eq!(balance, "940", "the reservations of the answered orders");
+    assert_eq!(
+        balance(&url, "1"),
+        "940",
+        "the reservations of the answered orders"
+    );
     audit_holds(&url);
 }
 

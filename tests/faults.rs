@@ -3,7 +3,7 @@
 mod common;
 
 use common::{audit_holds, fresh_database, Load, Outcome, Server};
-use nix::sys::signal::{kill, Signal};
+use nix::sys::signal::kill;
 use nix::unistd::Pid;
 use std::time::{Duration, Instant};
 
@@ -16,20 +16,7 @@ fn a_worker_killed_under_load_is_replaced_and_leaves_nothing_half_done() {
     let server = Server::start(&fresh_database("fault_kill"), 3, &[]);
     let load = Load::start(&server, 8, "K");
     std::thread::sleep(Duration::from_millis(800));
-    let victim = server.workers()[0];
-    kill(Pid::from_raw(victim), Signal::SIGKILL).unwrap();
-    let killed_at = Instant::now();
-    let replaced_after = loop {
-        let workers = server.workers();
-        if workers.len() == 3 && !workers.contains(&victim) {
-            break killed_at.elapsed();
-        }
-        assert!(
-            killed_at.elapsed() < Duration::from_secs(5),
-            "no replacement: {workers:?}"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    };
+    let (killed_at, replaced_after) = server.kill_worker(server.workers()[0], 3);
     std::thread::sleep(Duration::from_millis(800));
     let outcomes = load.finish();
     eprintln!("worker replaced after {replaced_after:?}");

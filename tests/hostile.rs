@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{fresh_database, sql, Server};
+use common::{count, fresh_database, sql, Server};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
@@ -253,10 +253,7 @@ fn hostile_values_are_rejected_one_by_one_and_change_nothing() {
         before,
         "rejected values changed data"
     );
-    let tables: i64 = sql(&server.url)
-        .query_one("SELECT count(*) FROM pg_tables WHERE tablename IN ('accounts','positions','orders','trades','share_issues')", &[])
-        .unwrap()
-        .get(0);
+    let tables = count(&server.url, "SELECT count(*) FROM pg_tables WHERE tablename IN ('accounts','positions','orders','trades','share_issues')");
     assert_eq!(tables, 5);
 }
 

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{fresh_database, parts, Server};
-use nix::sys::signal::{kill, Signal};
+use nix::sys::signal::kill;
 use nix::unistd::Pid;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -50,15 +50,7 @@ fn a_full_scenario_over_tcp() {
         parts(&canceled[0]),
         ["canceled shares=50", "executed shares=100 price=5"]
     );
-    let mut db = common::sql(&server.url);
-    let balance: String = db
-        .query_one(
-            "SELECT balance::text FROM accounts WHERE id = '123456'",
-            &[],
-        )
-        .unwrap()
-        .get(0);
-    assert_eq!(common::normalize(balance), "500");
+    assert_eq!(common::balance(&server.url, "123456"), "500");
 }
 
 #[test]
@@ -119,19 +111,7 @@ fn a_killed_worker_is_replaced_and_others_keep_serving() {
     let server = Server::start(&fresh_database("e2e_respawn"), 2, &[]);
     let before = server.workers();
     assert_eq!(before.len(), 2, "{before:?}");
-    kill(Pid::from_raw(before[0]), Signal::SIGKILL).unwrap();
-    let killed_at = Instant::now();
-    let replaced = loop {
-        let now = server.workers();
-        if now.len() == 2 && !now.contains(&before[0]) {
-            break killed_at.elapsed();
-        }
-        assert!(
-            killed_at.elapsed() < Duration::from_secs(5),
-            "not replaced: {now:?}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let (_, replaced) = server.kill_worker(before[0], 2);
     assert!(
         replaced < Duration::from_secs(2),
         "replacement took {replaced:?}"

@@ -290,6 +290,28 @@ impl Server {
             .filter_map(|p| p.parse().ok())
             .collect()
     }
+
+    /// SIGKILLs worker `victim` and waits until `workers` run again without it; returns
+    /// when it was killed and how long the replacement took. Fails after 5 s.
+    pub fn kill_worker(&self, victim: i32, workers: usize) -> (Instant, Duration) {
+        let killed_at = Instant::now();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(victim),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .expect("kill the worker");
+        loop {
+            let now = self.workers();
+            if now.len() == workers && !now.contains(&victim) {
+                return (killed_at, killed_at.elapsed());
+            }
+            assert!(
+                killed_at.elapsed() < Duration::from_secs(5),
+                "worker {victim} not replaced: {now:?}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
 }
 
 impl Drop for Server {
@@ -399,6 +421,14 @@ pub fn audit_holds(url: &str) {
         "audit: {:#?}",
         report.discrepancies
     );
+}
+
+/// The one integer `query` answers in the database at `url` (a count, say).
+pub fn count(url: &str, query: &str) -> i64 {
+    sql(url)
+        .query_one(query, &[])
+        .unwrap_or_else(|e| panic!("{query}: {e}"))
+        .get(0)
 }
 
 /// An account's balance in the database at `url`, in shortest form.
