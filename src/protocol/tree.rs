@@ -19,19 +19,21 @@ pub struct Element {
 }
 
 impl Element {
+    /// The attribute's value, if present.
     pub fn attr(&self, key: &str) -> Option<String> {
-        self.attrs
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.clone())
+        self.value(key).map(str::to_string)
     }
 
     /// The attribute as a string slice, or "" when absent.
     pub fn get(&self, key: &str) -> &str {
+        self.value(key).unwrap_or("")
+    }
+
+    fn value(&self, key: &str) -> Option<&str> {
         self.attrs
             .iter()
             .find(|(k, _)| k == key)
-            .map_or("", |(_, v)| v.as_str())
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -86,22 +88,16 @@ pub fn read_tree(
             Event::Start(_) | Event::Empty(_) if root.is_some() => {
                 return reject("more than one root element");
             }
-            Event::Start(start) => {
+            Event::Start(ref start) | Event::Empty(ref start) => {
                 elements += 1;
                 if stack.len() >= depth_max {
                     return reject(format!("elements nest deeper than {}", depth_max));
                 }
-                stack.push(element(&start)?);
-            }
-            Event::Empty(start) => {
-                elements += 1;
-                if stack.len() >= depth_max {
-                    return reject(format!("elements nest deeper than {}", depth_max));
-                }
-                let done = element(&start)?;
-                match stack.last_mut() {
-                    Some(parent) => parent.children.push(done),
-                    None => root = Some(done),
+                let opened = element(start)?;
+                if matches!(event, Event::Start(_)) {
+                    stack.push(opened);
+                } else {
+                    close(&mut stack, &mut root, opened);
                 }
             }
             Event::End(_) => {
@@ -109,10 +105,7 @@ pub fn read_tree(
                 let Some(done) = stack.pop() else {
                     return reject("end tag without a start tag");
                 };
-                match stack.last_mut() {
-                    Some(parent) => parent.children.push(done),
-                    None => root = Some(done),
-                }
+                close(&mut stack, &mut root, done);
             }
             Event::Text(t) => {
                 let content = t
@@ -140,6 +133,14 @@ pub fn read_tree(
     match root {
         Some(root) => Ok(root),
         None => reject("request has no root element"),
+    }
+}
+
+/// Puts a finished element into its parent, or makes it the root.
+fn close(stack: &mut [Element], root: &mut Option<Element>, done: Element) {
+    match stack.last_mut() {
+        Some(parent) => parent.children.push(done),
+        None => *root = Some(done),
     }
 }
 
