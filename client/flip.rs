@@ -148,7 +148,11 @@ fn check_user(
         .iter()
         .filter_map(|e| e.get("shares").parse::<rust_decimal::Decimal>().ok())
         .sum();
-    if open || total.to_string() != SHARES {
+    // Compared as numbers: parts of 2.5 and 1.5 add up to "4.0", which is 4 shares.
+    let wanted: rust_decimal::Decimal = SHARES
+        .parse()
+        .map_err(|e| format!("SHARES is not a number: {e}"))?;
+    if open || total != wanted {
         mismatches.push(format!(
             "user {id}: order {order} executed {total} of {SHARES} (open: {open})"
         ));
