@@ -58,6 +58,9 @@ pub fn run(listener: TcpListener, jobs: &Sender<Job>, limits: IntakeLimits) -> s
     let mut listener = Some(listener);
     let parent = nix::unistd::getppid();
     let mut pending: Vec<Pending> = Vec::new();
+    // One read buffer for the loop's life: zeroing 64 KiB for every read would cost
+    // more than most reads move.
+    let mut chunk = vec![0u8; READ_CHUNK_BYTES];
     loop {
         let stopping = signals::stop_requested() || nix::unistd::getppid() != parent;
         if let Some(open) = listener.take_if(|_| stopping) {
@@ -82,7 +85,7 @@ pub fn run(listener: TcpListener, jobs: &Sender<Job>, limits: IntakeLimits) -> s
         }
         // Walk backwards so swap_remove leaves the unvisited indices intact.
         for index in readable.into_iter().rev() {
-            match read_some(&mut pending[index], limits) {
+            match read_some(&mut pending[index], &mut chunk, limits) {
                 Progress::Waiting => {}
                 Progress::Done => drop(pending.swap_remove(index)),
                 Progress::Complete(range) => {
@@ -171,10 +174,9 @@ fn accept_all(listener: &TcpListener, pending: &mut Vec<Pending>, limits: Intake
 }
 
 /// Reads what is there and says whether the request is complete.
-fn read_some(p: &mut Pending, limits: IntakeLimits) -> Progress {
-    let mut chunk = [0u8; READ_CHUNK_BYTES];
+fn read_some(p: &mut Pending, chunk: &mut [u8], limits: IntakeLimits) -> Progress {
     loop {
-        let (peer_closed, got) = match p.stream.read(&mut chunk) {
+        let (peer_closed, got) = match p.stream.read(chunk) {
             Ok(0) => (true, 0),
             Ok(n) => (false, n),
             Err(e) if e.kind() == ErrorKind::WouldBlock => return Progress::Waiting,
