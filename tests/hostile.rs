@@ -5,6 +5,7 @@
 mod common;
 
 use common::{count, fresh_database, sql, Server};
+use exchange::wire::frame;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
@@ -86,7 +87,7 @@ fn assert_refused_harmlessly(server: &Server, name: &str, bytes: &[u8]) {
 }
 
 fn framed(xml: &str) -> Vec<u8> {
-    format!("{}\n{xml}", xml.len()).into_bytes()
+    frame(xml.as_bytes())
 }
 
 #[test]
@@ -163,9 +164,7 @@ fn hostile_xml() {
             let mut b = b"<create><account id=\"9\" balance=\"1\"/>".to_vec();
             b.extend_from_slice(&[0xC3, 0x28, 0xFF]);
             b.extend_from_slice(b"</create>");
-            let mut f = format!("{}\n", b.len()).into_bytes();
-            f.extend(b);
-            f
+            frame(&b)
         }),
         (
             "a non-UTF-8 encoding",

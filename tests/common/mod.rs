@@ -12,6 +12,7 @@ use exchange::protocol::tree::Element;
 use exchange::protocol::ParseLimits;
 use exchange::server::handler::Handler;
 use exchange::store::{self, DatabaseTimeouts};
+use exchange::wire::frame;
 use postgres::NoTls;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -264,7 +265,7 @@ impl Server {
     }
 
     pub fn try_send(&self, xml: &str) -> std::io::Result<String> {
-        self.send_bytes(format!("{}\n{xml}", xml.len()).as_bytes())
+        self.send_bytes(&frame(xml.as_bytes()))
     }
 
     pub fn send(&self, xml: &str) -> Vec<Element> {
@@ -393,7 +394,7 @@ fn one_request(addr: SocketAddr, xml: &str) -> Outcome {
         Err(e) => return Outcome::Broken(format!("connect: {e}")),
     };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(20)));
-    if let Err(e) = stream.write_all(format!("{}\n{xml}", xml.len()).as_bytes()) {
+    if let Err(e) = stream.write_all(&frame(xml.as_bytes())) {
         return Outcome::Broken(format!("write: {e}"));
     }
     let mut answer = Vec::new();
