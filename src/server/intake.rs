@@ -61,8 +61,16 @@ pub fn run(listener: TcpListener, jobs: &Sender<Job>, limits: IntakeLimits) -> s
     // One read buffer for the loop's life: zeroing 64 KiB for every read would cost
     // more than most reads move.
     let mut chunk = vec![0u8; READ_CHUNK_BYTES];
+    // The parent's death also arrives as SIGTERM (PR_SET_PDEATHSIG); asking the kernel
+    // once a tick covers a death before that was set, without a system call per request.
+    let mut parent_checked = Instant::now();
+    let mut orphaned = false;
     loop {
-        let stopping = signals::stop_requested() || nix::unistd::getppid() != parent;
+        if parent_checked.elapsed() >= TICK {
+            parent_checked = Instant::now();
+            orphaned = orphaned || nix::unistd::getppid() != parent;
+        }
+        let stopping = signals::stop_requested() || orphaned;
         if let Some(open) = listener.take_if(|_| stopping) {
             // Whatever already waits in the backlog was sent in good faith: take it, then
             // close this worker's copy so that new connections are refused, not stranded.
