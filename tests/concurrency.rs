@@ -26,6 +26,11 @@ fn assert_business_only(item: &Element) {
 }
 
 /// Runs `n` threads that wait at one barrier, then each run `work(i)`.
+/// How many answers are `<name>` elements.
+fn answered(answers: &[Element], name: &str) -> usize {
+    answers.iter().filter(|a| a.name == name).count()
+}
+
 fn burst<T: Send + 'static>(n: usize, work: impl Fn(usize) -> T + Send + Sync + 'static) -> Vec<T> {
     let barrier = Arc::new(Barrier::new(n));
     let work = Arc::new(work);
@@ -124,8 +129,7 @@ fn concurrent_buys_open_exactly_the_affordable_ones() {
         s.send(r#"<transactions id="1"><order sym="X" amount="1" limit="100"/></transactions>"#)
             .remove(0)
     });
-    let opened = answers.iter().filter(|a| a.name == "opened").count();
-    assert_eq!(opened, 10, "{answers:?}");
+    assert_eq!(answered(&answers, "opened"), 10, "{answers:?}");
     assert!(answers
         .iter()
         .filter(|a| a.name == "error")
@@ -143,11 +147,7 @@ fn the_same_shares_cannot_be_sold_twice() {
         s.send(r#"<transactions id="1"><order sym="X" amount="-10" limit="5"/></transactions>"#)
             .remove(0)
     });
-    assert_eq!(
-        answers.iter().filter(|a| a.name == "opened").count(),
-        1,
-        "{answers:?}"
-    );
+    assert_eq!(answered(&answers, "opened"), 1, "{answers:?}");
     audit_holds(&server.url);
 }
 
@@ -228,11 +228,7 @@ fn of_two_simultaneous_cancels_exactly_one_succeeds() {
             ))
             .remove(0)
         });
-        assert_eq!(
-            answers.iter().filter(|a| a.name == "canceled").count(),
-            1,
-            "{answers:?}"
-        );
+        assert_eq!(answered(&answers, "canceled"), 1, "{answers:?}");
     }
     assert_eq!(
         balance(&server.url, "1"),
