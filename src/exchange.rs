@@ -12,6 +12,7 @@ use crate::protocol::{CreateItem, Outcome, Request, Response, SymbolChild, Trans
 use crate::rejection::{Rejection, OUTCOME_UNKNOWN};
 use crate::store::{Canceled, OrderRefusal, Placed, Session, StoreError};
 use rust_decimal::Decimal;
+use std::fmt;
 
 /// Where operations get their database session; a handler thread keeps one for its life.
 pub trait Sessions {
@@ -23,8 +24,47 @@ pub trait Sessions {
     fn failed(&mut self, error: &StoreError);
 }
 
-/// Executes `request`, one database transaction per operation, in document order.
+/// Executes `request`, one database transaction per operation, in document order, and
+/// makes its results durable on the same session before returning them.
 pub fn execute(request: &Request, sessions: &mut dyn Sessions) -> Response {
+    match execute_deferred(request, sessions) {
+        Executed::Ready(response) => response,
+        Executed::AwaitsDurability(response) => made_durable(response, sessions),
+    }
+}
+
+/// `response`, once the WAL is on disk past its request's work, waited for on the
+/// session that did that work; or "outcome unknown" if that session is gone. The
+/// session vouches for its own commits: had the database lost them, it would have
+/// ended the session too.
+pub fn made_durable(response: Response, sessions: &mut dyn Sessions) -> Response {
+    let durable = match sessions.kept() {
+        Some(session) => session.make_durable(),
+        None => Err(StoreError::Unavailable(
+            "the connection broke before this request's results were durable".into(),
+        )),
+    };
+    match durable {
+        Ok(()) => response,
+        Err(e) => {
+            sessions.failed(&e);
+            not_durable(&e)
+        }
+    }
+}
+
+/// A request's response, and whether it must wait for the WAL before it is sent.
+#[derive(Debug)]
+pub enum Executed {
+    /// Nothing reached the database: the response may go at once.
+    Ready(Response),
+    /// The database answered: the response may go only once the WAL is on disk past
+    /// everything the request wrote or read (see `store::Session::make_durable`).
+    AwaitsDurability(Response),
+}
+
+/// Executes `request` like [`execute`], leaving durability to the caller.
+pub fn execute_deferred(request: &Request, sessions: &mut dyn Sessions) -> Executed {
     let mut run = Run {
         sessions,
         database_failed: false,
@@ -40,15 +80,20 @@ pub fn execute(request: &Request, sessions: &mut dyn Sessions) -> Response {
                 .collect()
         }
     };
+    let response = Response::Results(outcomes);
     if run.database_answered {
-        if let Err(e) = run.attempt(Session::make_durable) {
-            return Response::Rejected(format!(
-                "{OUTCOME_UNKNOWN}: the database failed before this request's results were \
-                 durable ({e}); operations before the failure may stand"
-            ));
-        }
+        Executed::AwaitsDurability(response)
+    } else {
+        Executed::Ready(response)
     }
-    Response::Results(outcomes)
+}
+
+/// The answer to a request whose results could not be made durable: they may stand.
+pub fn not_durable(why: &dyn fmt::Display) -> Response {
+    Response::Rejected(format!(
+        "{OUTCOME_UNKNOWN}: the database failed before this request's results were \
+         durable ({why}); operations before the failure may stand"
+    ))
 }
 
 struct Run<'a> {

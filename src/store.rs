@@ -11,7 +11,8 @@
 //! for its WAL to reach disk, so it releases its symbol's lock (and its rows) at once
 //! instead of holding them through an fsync; before the request is answered,
 //! [`Session::make_durable`] waits until the WAL holds everything the request wrote or
-//! read. A client is never told of a result that a crash could take back.
+//! read (in the server, once for many requests: see `server::flusher`). A client is
+//! never told of a result that a crash could take back.
 
 use crate::model::{AccountId, Fill, OrderId, OrderState, Symbol};
 use postgres::error::SqlState;

@@ -188,6 +188,81 @@ fn a_connection_lost_during_an_order_is_answered_outcome_unknown() {
     audit_holds(&url);
 }
 
+/// The last statement each of the server's sessions in `url`'s database ran, by pid.
+fn last_statements(url: &str) -> Vec<(i32, String)> {
+    sql(url)
+        .query(
+            "SELECT pid, query FROM pg_stat_activity
+              WHERE application_name = 'exchange-server' AND datname = current_database()",
+            &[],
+        )
+        .expect("pg_stat_activity")
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect()
+}
+
+/// The flusher's session is the one that last asked for the WAL.
+fn is_wait_for_wal(statement: &str) -> bool {
+    statement.contains("pg_logical_emit_message")
+}
+
+#[test]
+fn an_order_begun_before_the_flusher_lost_its_session_is_vouched_for_by_its_own() {
+    // Other tests here restart the cluster, which would end every session.
+    let _cluster = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    let url = fresh_database("fault_pg_flusher");
+    // One worker, so that every order goes through the one flusher.
+    let server = Server::start(&url, 1, &["--threads", "2"]);
+    let order = |sym: &str| {
+        let xml = format!(
+            r#"<transactions id="1"><order sym="{sym}" amount="1" limit="2"/></transactions>"#
+        );
+        let answer = server.send(&xml);
+        assert_eq!(answer[0].name, "opened", "{answer:?}");
+    };
+    server.send(r#"<create><account id="1" balance="1000"/></create>"#);
+    order("Y");
+    let flusher: Vec<i32> = last_statements(&url)
+        .into_iter()
+        .filter(|(_, statement)| is_wait_for_wal(statement))
+        .map(|(pid, _)| pid)
+        .collect();
+    assert_eq!(
+        flusher.len(),
+        1,
+        "one session waits for the WAL: {flusher:?}"
+    );
+
+    let mut holder = sql(&url);
+    let mut held = holder.transaction().expect("BEGIN");
+    held.execute("SELECT pg_advisory_xact_lock(symbol_lock_key('X'))", &[])
+        .expect("take the symbol's lock");
+    let waiting = std::thread::scope(|scope| {
+        // The order on X begins, and waits for the symbol's lock.
+        let blocked = scope.spawn(|| order("X"));
+        let waiting = waiting_backend(&url);
+        let mut db = sql(&url);
+        db.execute("SELECT pg_terminate_backend($1)", &[&flusher[0]])
+            .expect("end the flusher's session");
+        // An order on the other handler meets the ended session, and the flusher opens
+        // a new one: younger than the order on X, so it cannot vouch for it.
+        order("Y");
+        drop(held);
+        blocked.join().expect("the order on X");
+        waiting
+    });
+    let vouched = last_statements(&url)
+        .into_iter()
+        .any(|(pid, statement)| pid == waiting && is_wait_for_wal(&statement));
+    assert!(
+        vouched,
+        "the order on X must be made durable by the session that placed it"
+    );
+    order("Z");
+    audit_holds(&url);
+}
+
 #[test]
 fn a_postgres_restart_under_load_gives_errors_not_hangs_and_then_service_resumes() {
     let _cluster = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());

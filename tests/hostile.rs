@@ -297,6 +297,84 @@ fn fifty_slow_clients_do_not_delay_a_valid_one() {
     assert!(started.elapsed() < Duration::from_millis(DEADLINE_MS + 3000));
 }
 
+/// Connects with a receive buffer so small that a large answer cannot be written at once.
+fn connect_with_small_buffer(server: &Server) -> TcpStream {
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    socket.connect(&server.addr.into()).expect("connect");
+    socket.into()
+}
+
+#[test]
+fn clients_that_never_read_large_answers_do_not_delay_a_valid_one() {
+    let deadline = Duration::from_millis(5000);
+    let deadline_ms = deadline.as_millis().to_string();
+    let server = Server::start(
+        &fresh_database("hostile_unread"),
+        2,
+        &["--request-timeout-ms", &deadline_ms, "--threads", "2"],
+    );
+    // An order with a thousand fills: each query of it is answered with about 50 kB.
+    server.send(
+        r#"<create><account id="1" balance="1000"/><account id="2" balance="0"/>
+           <symbol sym="Y"><account id="2">1000</account></symbol></create>"#,
+    );
+    let sell = server
+        .send(r#"<transactions id="2"><order sym="Y" amount="-1000" limit="1"/></transactions>"#);
+    let sell_id = sell[0].get("id").to_string();
+    let buys = r#"<order sym="Y" amount="1" limit="1"/>"#.repeat(100);
+    let bought: Vec<_> = (0..10)
+        .map(|_| server.send(&format!(r#"<transactions id="1">{buys}</transactions>"#)))
+        .collect();
+    let valid = format!(
+        r#"<transactions id="1"><query id="{}"/></transactions>"#,
+        bought[0][0].get("id")
+    );
+    let queries = format!(r#"<query id="{sell_id}"/>"#).repeat(60);
+    let request = framed(&format!(r#"<transactions id="2">{queries}</transactions>"#));
+    // As many clients as the server has handler threads each ask for 3 MB (more than
+    // the kernel buffers between them and the server hold) and never read it.
+    let mut unread = Vec::new();
+    for _ in 0..4 {
+        let mut stream = connect_with_small_buffer(&server);
+        stream.write_all(&request).expect("write");
+        unread.push(stream);
+    }
+    let sent = Instant::now();
+    // Time to work out the answers (a million rows in all) and get stuck writing them.
+    std::thread::sleep(Duration::from_millis(2000));
+    for _ in 0..5 {
+        let asked = Instant::now();
+        let answer = server.send(&valid);
+        assert_eq!(answer[0].name, "status", "{answer:?}");
+        assert!(
+            asked.elapsed() < Duration::from_millis(500),
+            "a valid client waited {:?}",
+            asked.elapsed()
+        );
+    }
+    // Past the deadline the server gives up on them: each connection ends short of its
+    // answer, and the server still serves.
+    std::thread::sleep(
+        (sent + deadline + Duration::from_millis(500)).saturating_duration_since(Instant::now()),
+    );
+    for mut stream in unread {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+        let text = String::from_utf8_lossy(&answer);
+        assert!(
+            !text.trim_end().ends_with("</results>"),
+            "a whole answer of {} bytes",
+            answer.len()
+        );
+    }
+    assert_eq!(server.send(&valid)[0].name, "status");
+}
+
 #[test]
 fn a_burst_of_a_thousand_connections_is_answered_in_full() {
     let server = server("hostile_burst");

@@ -1,21 +1,26 @@
-//! A handler thread: takes complete requests, executes them, writes the answers.
+//! A handler thread: takes complete requests, executes them, and passes the answers on:
+//! to the flusher when they must wait for the WAL, else straight to the courier.
 //!
 //! Each thread keeps one database session (connection plus prepared statements) for
 //! as long as it works, and replaces it from the pool only when it breaks.
 
-use crate::exchange::{self, Sessions};
+use crate::exchange::{self, Executed, Sessions};
 use crate::protocol::{self, ParseLimits, Response};
-use crate::server::intake::{close_politely, write_before, Job};
+use crate::server::courier::Courier;
+use crate::server::flusher::{Awaiting, SESSION_GONE};
+use crate::server::intake::Job;
 
 use crate::server::log;
 use crate::store::{Manager, Session, StoreError};
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{select_biased, Receiver, Sender};
 use r2d2::Pool;
 use std::time::{Duration, Instant};
 
 pub struct Handler {
     pool: Pool<Manager>,
     session: Option<Session>,
+    /// Sessions opened so far: names the one that made a request's commits.
+    sessions_opened: u64,
     limits: ParseLimits,
 }
 
@@ -23,7 +28,11 @@ impl Sessions for Handler {
     fn session(&mut self) -> Result<&mut Session, StoreError> {
         let session = match self.session.take() {
             Some(session) if !session.is_broken() => session,
-            _ => Session::open(&self.pool)?,
+            _ => {
+                let session = Session::open(&self.pool)?;
+                self.sessions_opened += 1;
+                session
+            }
         };
         Ok(self.session.insert(session))
     }
@@ -46,31 +55,79 @@ impl Handler {
         Handler {
             pool,
             session: None,
+            sessions_opened: 0,
             limits,
         }
     }
 
     /// Serves jobs until the channel closes.
-    pub fn run(mut self, jobs: Receiver<Job>) {
-        for job in jobs {
-            self.serve(job);
+    pub fn run(mut self, jobs: Receiver<Job>, flusher: Sender<Awaiting>, courier: Courier) {
+        let (owner, returned) = crossbeam_channel::unbounded();
+        loop {
+            select_biased! {
+                // Answers the flusher could not vouch for first: their clients waited longest.
+                recv(returned) -> answer => {
+                    if let Ok(answer) = answer {
+                        self.vouch(answer, &courier);
+                    }
+                }
+                recv(jobs) -> job => match job {
+                    Ok(job) => self.serve(job, &flusher, &owner, &courier),
+                    Err(_) => return,
+                },
+            }
         }
     }
 
-    fn serve(&mut self, job: Job) {
-        let response = self.answer(&job.document);
-        let bytes = protocol::render(&response);
+    fn serve(
+        &mut self,
+        job: Job,
+        flusher: &Sender<Awaiting>,
+        owner: &Sender<Awaiting>,
+        courier: &Courier,
+    ) {
+        let began = Instant::now();
+        let executed = match protocol::parse(&job.document, self.limits) {
+            Ok(request) => exchange::execute_deferred(&request, self),
+            Err(why) => Executed::Ready(Response::Rejected(why.0)),
+        };
         // The answer usually fits the socket's buffer at once; a slow reader gets until
         // the request's deadline, and at least a moment.
         let deadline = job
             .deadline
             .max(Instant::now() + Duration::from_millis(100));
-        if write_before(&job.stream, &bytes, deadline).is_ok() {
-            close_politely(&job.stream);
+        match executed {
+            Executed::Ready(response) => {
+                courier.deliver(job.stream, protocol::render(&response), deadline);
+            }
+            Executed::AwaitsDurability(response) => {
+                let awaiting = Awaiting {
+                    stream: job.stream,
+                    response,
+                    deadline,
+                    began,
+                    session: self.sessions_opened,
+                    owner: owner.clone(),
+                };
+                if let Err(unsent) = flusher.send(awaiting) {
+                    self.vouch(unsent.into_inner(), courier);
+                }
+            }
         }
     }
 
-    /// Parses and executes one request document.
+    /// Waits for the WAL on this thread's session, if it is still the one that made the
+    /// answer's commits, then sends the answer.
+    fn vouch(&mut self, answer: Awaiting, courier: &Courier) {
+        let response = if answer.session == self.sessions_opened {
+            exchange::made_durable(answer.response, self)
+        } else {
+            exchange::not_durable(&SESSION_GONE)
+        };
+        courier.deliver(answer.stream, protocol::render(&response), answer.deadline);
+    }
+
+    /// Parses and executes one request, durably, on this thread's own session.
     pub fn answer(&mut self, document: &[u8]) -> Response {
         match protocol::parse(document, self.limits) {
             Ok(request) => exchange::execute(&request, self),

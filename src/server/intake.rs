@@ -6,12 +6,13 @@
 
 use crate::framing::{self, Frame};
 use crate::protocol::{render, Response};
+use crate::server::courier::close_politely;
 use crate::server::signals;
 use crossbeam_channel::Sender;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{accept4, SockFlag};
 use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
@@ -220,52 +221,9 @@ fn expire(pending: &mut Vec<Pending>, limits: IntakeLimits) {
     });
 }
 
-/// Writes all of `bytes` to a non-blocking socket, waiting for room until `deadline`.
-pub fn write_before(stream: &TcpStream, bytes: &[u8], deadline: Instant) -> std::io::Result<()> {
-    let mut writer = stream;
-    let mut rest = bytes;
-    while !rest.is_empty() {
-        match writer.write(rest) {
-            Ok(0) => return Err(ErrorKind::WriteZero.into()),
-            Ok(n) => rest = &rest[n..],
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Err(ErrorKind::TimedOut.into());
-                }
-                let millis = u16::try_from(left.as_millis()).unwrap_or(u16::MAX).max(1);
-                let mut fds = [PollFd::new(stream.as_fd(), PollFlags::POLLOUT)];
-                match poll(&mut fds, PollTimeout::from(millis)) {
-                    Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
 /// Best effort: writes a short answer without blocking, then closes politely.
 fn answer_and_close(stream: &TcpStream, response: &Response) {
     let mut writer = stream;
     let _ = writer.write_all(&render(response));
     close_politely(stream);
-}
-
-/// Half-closes, then discards what the client already sent: closing a socket with
-/// unread input makes the kernel send a reset, which can destroy the answer in flight.
-/// The socket is non-blocking here, so this discards only what already arrived.
-pub fn close_politely(stream: &TcpStream) {
-    let _ = stream.shutdown(Shutdown::Write);
-    let mut reader = stream;
-
-    let mut sink = [0u8; 16 * 1024];
-    for _ in 0..64 {
-        match reader.read(&mut sink) {
-            Ok(n) if n > 0 => continue,
-            _ => break,
-        }
-    }
 }

@@ -3,10 +3,14 @@
 //! ```text
 //! supervisor (single-threaded, no database) --fork--> worker 0..N
 //! worker: intake thread (accept + read, poll loop) --channel--> T handler threads
-//! handler: parse -> exchange::execute (PostgreSQL) -> render -> write
+//! handler: parse -> exchange::execute_deferred (PostgreSQL, commits not yet durable)
+//!          --channel--> flusher: one WAL flush for all that waits -> render -> courier
+//! courier: writes each answer at once, or later if the client's socket is full
 //! ```
 
 pub mod affinity;
+pub mod courier;
+pub mod flusher;
 pub mod handler;
 pub mod intake;
 pub mod settings;

@@ -23,7 +23,8 @@ pub struct Settings {
     #[arg(long)]
     pub workers: Option<usize>,
 
-    /// Handler threads per worker, each with its own database connection.
+    /// Handler threads per worker, each with its own database connection (and each
+    /// worker's flusher has one more).
     // Two per worker, and so two connections per CPU by default: more backends than
     // that only queue on the same CPUs and symbol locks (on 2 CPUs, 4 and 6 threads
     // served 7% and 11% fewer requests than 2).

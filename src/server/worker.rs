@@ -1,6 +1,8 @@
 //! One worker process: pins itself, opens its own pool, and serves from the shared
 //! listener until asked to stop.
 
+use crate::server::courier::Courier;
+use crate::server::flusher::Flusher;
 use crate::server::handler::Handler;
 use crate::server::intake::{self, IntakeLimits};
 use crate::server::{affinity, log, Settings};
@@ -24,7 +26,7 @@ pub fn run(listener: TcpListener, slot: usize, cpu: Option<usize>, settings: &Se
     }
     let timeouts = settings.database_timeouts();
     let pool = store::config(&settings.database_url, timeouts)
-        .and_then(|config| store::pool(config, settings.threads as u32, timeouts));
+        .and_then(|config| store::pool(config, settings.threads as u32 + 1, timeouts));
     let pool = match pool {
         Ok(pool) => pool,
         Err(e) => {
@@ -33,25 +35,30 @@ pub fn run(listener: TcpListener, slot: usize, cpu: Option<usize>, settings: &Se
         }
     };
 
+    // Answers flow intake -> handlers -> flusher -> courier; each stage ends once the
+    // one before it has ended and its queue is empty.
+    let (courier, deliver) = Courier::new();
+    let (awaiting_in, awaiting_out) = crossbeam_channel::unbounded();
     let (jobs_in, jobs_out) = crossbeam_channel::bounded(settings.threads * 2);
-    let mut handlers = Vec::with_capacity(settings.threads);
+    let flusher = Flusher::new(pool.clone(), courier.clone());
+    let mut stages = Vec::with_capacity(settings.threads + 2);
+    stages.push(spawn("courier".into(), deliver));
+    stages.push(spawn("flusher".into(), move || flusher.run(awaiting_out)));
     for i in 0..settings.threads {
         let handler = Handler::new(pool.clone(), settings.parse_limits());
-        let jobs = jobs_out.clone();
-        let spawned = std::thread::Builder::new()
-            .name(format!("handler-{i}"))
-            .spawn(move || handler.run(jobs));
-        match spawned {
-            Ok(thread) => handlers.push(thread),
-            Err(e) => {
-                log(format_args!(
-                    "worker {slot}: cannot start a handler thread: {e}"
-                ));
-                return 1;
-            }
-        }
+        let (jobs, awaiting, courier) = (jobs_out.clone(), awaiting_in.clone(), courier.clone());
+        stages.push(spawn(format!("handler-{i}"), move || {
+            handler.run(jobs, awaiting, courier)
+        }));
     }
-    drop(jobs_out);
+    drop((jobs_out, awaiting_in, courier));
+    let threads: Vec<_> = match stages.into_iter().collect::<Result<_, _>>() {
+        Ok(threads) => threads,
+        Err(e) => {
+            log(format_args!("worker {slot}: cannot start a thread: {e}"));
+            return 1;
+        }
+    };
 
     let limits = IntakeLimits {
         request_bytes_max: settings.request_bytes_max,
@@ -59,9 +66,10 @@ pub fn run(listener: TcpListener, slot: usize, cpu: Option<usize>, settings: &Se
         connections_max: settings.connections_max,
     };
     let outcome = intake::run(listener, &jobs_in, limits);
-    // Closing the channel lets the handlers finish what is queued, then return.
+    // Closing the channel lets the handlers finish what is queued, then the flusher and
+    // the courier, in turn.
     drop(jobs_in);
-    for thread in handlers {
+    for thread in threads.into_iter().rev() {
         let _ = thread.join();
     }
     match outcome {
@@ -71,6 +79,13 @@ pub fn run(listener: TcpListener, slot: usize, cpu: Option<usize>, settings: &Se
             1
         }
     }
+}
+
+fn spawn(
+    name: String,
+    body: impl FnOnce() + Send + 'static,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new().name(name).spawn(body)
 }
 
 /// Asks the kernel to stop this worker when the supervisor dies, so that no orphan

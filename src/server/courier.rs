@@ -1,0 +1,128 @@
+//! Delivery of answers: written at once when the socket has room, otherwise finished by
+//! one courier thread per worker that waits on all such sockets at once.
+//!
+//! Whoever has an answer ready (a handler thread, the flusher) must never wait for a
+//! client to read: that would hold a database session, or every answer behind it,
+//! hostage to the slowest reader. Almost every answer fits the socket's buffer, so the
+//! courier thread sees only the rare large answer to a slow reader.
+
+use crossbeam_channel::{Receiver, Sender};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
+
+/// How long the courier waits on blocked sockets before it looks for new deliveries.
+const SLICE: Duration = Duration::from_millis(10);
+
+/// An answer on its way to a client.
+struct Delivery {
+    /// Non-blocking, as the intake left it.
+    stream: TcpStream,
+    bytes: Vec<u8>,
+    written: usize,
+    /// Until when the client may take to read it; then the connection is dropped.
+    deadline: Instant,
+}
+
+enum Progress {
+    /// Written and closed, or the client is gone.
+    Done,
+    /// The socket's buffer is full.
+    Blocked,
+}
+
+impl Delivery {
+    fn advance(&mut self) -> Progress {
+        let mut writer = &self.stream;
+        while self.written < self.bytes.len() {
+            match writer.write(&self.bytes[self.written..]) {
+                Ok(0) => return Progress::Done,
+                Ok(n) => self.written += n,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Progress::Blocked,
+                Err(_) => return Progress::Done,
+            }
+        }
+        close_politely(&self.stream);
+        Progress::Done
+    }
+}
+
+/// A handle for delivering answers; cheap to clone, one per thread that answers.
+#[derive(Clone)]
+pub struct Courier {
+    blocked: Sender<Delivery>,
+}
+
+impl Courier {
+    /// A handle, and the loop to run on the courier's own thread. The loop returns once
+    /// every handle is dropped and every blocked delivery finished or expired.
+    pub fn new() -> (Courier, impl FnOnce() + Send + 'static) {
+        let (blocked, deliveries) = crossbeam_channel::unbounded();
+        (Courier { blocked }, move || run(deliveries))
+    }
+
+    /// Writes `bytes` and closes the connection, now or on the courier thread.
+    pub fn deliver(&self, stream: TcpStream, bytes: Vec<u8>, deadline: Instant) {
+        let mut delivery = Delivery {
+            stream,
+            bytes,
+            written: 0,
+            deadline,
+        };
+        if let Progress::Blocked = delivery.advance() {
+            // Fails only once the courier has gone, at the very end of a stop.
+            let _ = self.blocked.send(delivery);
+        }
+    }
+}
+
+fn run(deliveries: Receiver<Delivery>) {
+    let mut blocked: Vec<Delivery> = Vec::new();
+    loop {
+        if blocked.is_empty() {
+            match deliveries.recv() {
+                Ok(delivery) => blocked.push(delivery),
+                Err(_) => return,
+            }
+        }
+        blocked.extend(deliveries.try_iter());
+        wait_writable(&blocked);
+        let now = Instant::now();
+        blocked.retain_mut(|d| matches!(d.advance(), Progress::Blocked) && d.deadline > now);
+    }
+}
+
+/// Waits until one of the sockets has room, a deadline passes, or a slice is over.
+fn wait_writable(blocked: &[Delivery]) {
+    let now = Instant::now();
+    let timeout = blocked
+        .iter()
+        .map(|d| d.deadline.saturating_duration_since(now))
+        .fold(SLICE, Duration::min);
+    let mut fds: Vec<PollFd<'_>> = blocked
+        .iter()
+        .map(|d| PollFd::new(d.stream.as_fd(), PollFlags::POLLOUT))
+        .collect();
+    let millis = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
+    // An error (EINTR, say) only means looking at every socket once more.
+    let _ = poll(&mut fds, PollTimeout::from(millis));
+}
+
+/// Half-closes, then discards what the client already sent: closing a socket with
+/// unread input makes the kernel send a reset, which can destroy the answer in flight.
+/// The socket is non-blocking here, so this discards only what already arrived.
+pub fn close_politely(stream: &TcpStream) {
+    let _ = stream.shutdown(Shutdown::Write);
+    let mut reader = stream;
+
+    let mut sink = [0u8; 16 * 1024];
+    for _ in 0..64 {
+        match reader.read(&mut sink) {
+            Ok(n) if n > 0 => continue,
+            _ => break,
+        }
+    }
+}

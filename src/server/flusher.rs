@@ -1,0 +1,116 @@
+//! A worker's durability: one wait for the WAL covers every answer finished since the
+//! last one, and then those answers go out.
+//!
+//! Handler threads commit without waiting for the disk and pass their answers here
+//! rather than each waiting on its own session, so they go on to the next request at
+//! once, and one more round trip leaves every request's path.
+//!
+//! Why another session's flush vouches for a handler's commits: the handler passes its
+//! answer on only after its commits returned, so the flusher's WAL record follows
+//! theirs, and the WAL reaches the disk in order. Only a crash in between could lose
+//! them, and a crash ends every session. So the flusher vouches only for requests that
+//! began after its own session was opened. Any other answer (the flusher's session
+//! failed, or was opened anew while the request ran) goes back to the handler whose
+//! session made the commits, which then waits for the WAL on that session itself.
+
+use crate::exchange;
+use crate::protocol::{self, Response};
+use crate::server::courier::Courier;
+use crate::server::log;
+use crate::store::{Manager, Session, StoreError};
+use crossbeam_channel::{Receiver, Sender};
+use r2d2::Pool;
+use std::net::TcpStream;
+use std::time::Instant;
+
+/// Why an answer is "outcome unknown" when no session can vouch for its commits.
+pub const SESSION_GONE: &str = "the database session that made its commits is gone";
+
+/// An answer that may be sent once the WAL is on disk past its request's work.
+pub struct Awaiting {
+    pub stream: TcpStream,
+    pub response: Response,
+    /// Until when the client may take to read the answer.
+    pub deadline: Instant,
+    /// Taken before the request's first statement was sent.
+    pub began: Instant,
+    /// Which of its handler's sessions made the request's commits.
+    pub session: u64,
+    /// The handler, for an answer the flusher cannot vouch for.
+    pub owner: Sender<Awaiting>,
+}
+
+pub struct Flusher {
+    pool: Pool<Manager>,
+    /// The session, and when it was opened: it vouches for requests begun after that.
+    session: Option<(Session, Instant)>,
+    courier: Courier,
+}
+
+impl Flusher {
+    /// Opens the flusher's session at once, before any request begins, so that it can
+    /// vouch for the first ones.
+    pub fn new(pool: Pool<Manager>, courier: Courier) -> Flusher {
+        let mut flusher = Flusher {
+            pool,
+            session: None,
+            courier,
+        };
+        if let Err(e) = flusher.reopen() {
+            log(format_args!("flusher: {e}"));
+        }
+        flusher
+    }
+
+    /// Serves until every handler has gone and nothing awaits.
+    pub fn run(mut self, awaiting: Receiver<Awaiting>) {
+        while let Ok(first) = awaiting.recv() {
+            // Whatever gathered while the last flush was under way shares this one.
+            let mut batch = vec![first];
+            batch.extend(awaiting.try_iter());
+            let opened = self.flush();
+            for answer in batch {
+                if opened.is_some_and(|opened| opened <= answer.began) {
+                    let bytes = protocol::render(&answer.response);
+                    self.courier.deliver(answer.stream, bytes, answer.deadline);
+                } else if let Err(returned) = answer.owner.clone().send(answer) {
+                    // The handler has gone (the worker is stopping): nobody can vouch.
+                    let answer = returned.into_inner();
+                    let bytes = protocol::render(&exchange::not_durable(&SESSION_GONE));
+                    self.courier.deliver(answer.stream, bytes, answer.deadline);
+                }
+            }
+        }
+    }
+
+    /// Waits for the WAL on the kept session; says when that session was opened, or
+    /// None if the wait failed.
+    fn flush(&mut self) -> Option<Instant> {
+        if self.session.as_ref().is_none_or(|(s, _)| s.is_broken()) {
+            if let Err(e) = self.reopen() {
+                log(format_args!("flusher: {e}"));
+                return None;
+            }
+        }
+        let (session, opened) = self.session.as_mut()?;
+        match session.make_durable() {
+            Ok(()) => Some(*opened),
+            Err(e) => {
+                log(format_args!("flusher: {e}"));
+                // The server may have ended the session: a fresh one now can vouch for
+                // the requests that begin from here on.
+                if let Err(again) = self.reopen() {
+                    log(format_args!("flusher: {again}"));
+                }
+                None
+            }
+        }
+    }
+
+    fn reopen(&mut self) -> Result<(), StoreError> {
+        self.session = None;
+        let session = Session::open(&self.pool)?;
+        self.session = Some((session, Instant::now()));
+        Ok(())
+    }
+}
