@@ -29,28 +29,29 @@ pub trait Sessions {
 pub fn execute(request: &Request, sessions: &mut dyn Sessions) -> Response {
     match execute_deferred(request, sessions) {
         Executed::Ready(response) => response,
-        Executed::AwaitsDurability(response) => made_durable(response, sessions),
+        Executed::AwaitsDurability(response) => match make_durable(sessions) {
+            Ok(()) => response,
+            Err(e) => not_durable(&e),
+        },
     }
 }
 
-/// `response`, once the WAL is on disk past its request's work, waited for on the
-/// session that did that work; or "outcome unknown" if that session is gone. The
-/// session vouches for its own commits: had the database lost them, it would have
-/// ended the session too.
-pub fn made_durable(response: Response, sessions: &mut dyn Sessions) -> Response {
-    let durable = match sessions.kept() {
-        Some(session) => session.make_durable(),
-        None => Err(StoreError::Unavailable(
+/// Waits until the WAL is on disk past a request's work, on the session that did that
+/// work; fails if that session is gone. The session vouches for its own commits: had
+/// the database lost them, it would have ended the session too.
+pub fn make_durable(sessions: &mut dyn Sessions) -> Result<(), StoreError> {
+    kept_session(sessions)
+        .and_then(Session::make_durable)
+        .inspect_err(|e| sessions.failed(e))
+}
+
+/// The session a request has used so far, which alone can vouch for its commits.
+fn kept_session(sessions: &mut dyn Sessions) -> Result<&mut Session, StoreError> {
+    sessions.kept().ok_or_else(|| {
+        StoreError::Unavailable(
             "the connection broke before this request's results were durable".into(),
-        )),
-    };
-    match durable {
-        Ok(()) => response,
-        Err(e) => {
-            sessions.failed(&e);
-            not_durable(&e)
-        }
-    }
+        )
+    })
 }
 
 /// A request's response, and whether it must wait for the WAL before it is sent.
@@ -175,12 +176,7 @@ impl Run<'_> {
         mut operation: impl FnMut(&mut Session) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let mut result = if self.database_answered {
-            match self.sessions.kept() {
-                Some(session) => operation(session),
-                None => Err(StoreError::Unavailable(
-                    "the connection broke before this request's results were durable".into(),
-                )),
-            }
+            kept_session(self.sessions).and_then(&mut operation)
         } else {
             self.sessions.session().and_then(&mut operation)
         };

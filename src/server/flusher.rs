@@ -14,7 +14,7 @@
 //! session made the commits, which then waits for the WAL on that session itself.
 
 use crate::exchange;
-use crate::protocol::{self, Response};
+use crate::protocol;
 use crate::server::courier::Courier;
 use crate::server::log;
 use crate::store::{Manager, Session, StoreError};
@@ -29,7 +29,8 @@ pub const SESSION_GONE: &str = "the database session that made its commits is go
 /// An answer that may be sent once the WAL is on disk past its request's work.
 pub struct Awaiting {
     pub stream: TcpStream,
-    pub response: Response,
+    /// The rendered answer (rendered by the handler: this thread is one per worker).
+    pub bytes: Vec<u8>,
     /// Until when the client may take to read the answer.
     pub deadline: Instant,
     /// Taken before the request's first statement was sent.
@@ -71,8 +72,8 @@ impl Flusher {
             let opened = self.flush();
             for answer in batch {
                 if opened.is_some_and(|opened| opened <= answer.began) {
-                    let bytes = protocol::render(&answer.response);
-                    self.courier.deliver(answer.stream, bytes, answer.deadline);
+                    self.courier
+                        .deliver(answer.stream, answer.bytes, answer.deadline);
                 } else if let Err(returned) = answer.owner.clone().send(answer) {
                     // The handler has gone (the worker is stopping): nobody can vouch.
                     let answer = returned.into_inner();

@@ -103,7 +103,7 @@ impl Handler {
             Executed::AwaitsDurability(response) => {
                 let awaiting = Awaiting {
                     stream: job.stream,
-                    response,
+                    bytes: protocol::render(&response),
                     deadline,
                     began,
                     session: self.sessions_opened,
@@ -119,12 +119,16 @@ impl Handler {
     /// Waits for the WAL on this thread's session, if it is still the one that made the
     /// answer's commits, then sends the answer.
     fn vouch(&mut self, answer: Awaiting, courier: &Courier) {
-        let response = if answer.session == self.sessions_opened {
-            exchange::made_durable(answer.response, self)
+        let durable = if answer.session == self.sessions_opened {
+            exchange::make_durable(self).map_err(|e| e.to_string())
         } else {
-            exchange::not_durable(&SESSION_GONE)
+            Err(SESSION_GONE.to_string())
         };
-        courier.deliver(answer.stream, protocol::render(&response), answer.deadline);
+        let bytes = match durable {
+            Ok(()) => answer.bytes,
+            Err(why) => protocol::render(&exchange::not_durable(&why)),
+        };
+        courier.deliver(answer.stream, bytes, answer.deadline);
     }
 
     /// Parses and executes one request, durably, on this thread's own session.

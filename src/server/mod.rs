@@ -4,7 +4,7 @@
 //! supervisor (single-threaded, no database) --fork--> worker 0..N
 //! worker: intake thread (accept + read, poll loop) --channel--> T handler threads
 //! handler: parse -> exchange::execute_deferred (PostgreSQL, commits not yet durable)
-//!          --channel--> flusher: one WAL flush for all that waits -> render -> courier
+//!          -> render --channel--> flusher: one WAL flush for all that waits -> courier
 //! courier: writes each answer at once, or later if the client's socket is full
 //! ```
 
