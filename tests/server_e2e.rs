@@ -182,3 +182,46 @@ fn pinned_workers_follow_the_taskset_they_were_given() {
     assert_eq!(cpus, [last.clone(), last]);
     assert_eq!(server.stop().code(), Some(0));
 }
+
+/// Each handler reads its own requests, so one busy with a long request must leave new
+/// connections to its idle sibling in the same worker.
+#[test]
+fn a_long_request_does_not_hold_up_short_ones() {
+    let server = std::sync::Arc::new(Server::start(
+        &fresh_database("e2e_long"),
+        1,
+        &["--threads", "2"],
+    ));
+    server.send(r#"<create><account id="1" balance="100000000"/></create>"#);
+    // Five thousand buys that never trade: one transaction and one book insert each.
+    let orders = r#"<order sym="L" amount="1" limit="1"/>"#.repeat(5000);
+    let long = {
+        let server = server.clone();
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            let answer = server.send(&format!(r#"<transactions id="1">{orders}</transactions>"#));
+            (answer.len(), Instant::now(), started.elapsed())
+        })
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    let mut short = Vec::new();
+    while !long.is_finished() {
+        let asked = Instant::now();
+        let answer = server.send(r#"<transactions id="1"><query id="1"/></transactions>"#);
+        assert_eq!(answer[0].name, "status", "{answer:?}");
+        short.push((Instant::now(), asked.elapsed()));
+    }
+    let (answered, finished, took) = long.join().expect("the long request");
+    assert_eq!(answered, 5000);
+    let during: Vec<_> = short.iter().filter(|(at, _)| *at < finished).collect();
+    assert!(
+        during.len() >= 3,
+        "the long request took {took:?}, and {} short ones were answered meanwhile",
+        during.len()
+    );
+    let slowest = during.iter().map(|(_, waited)| *waited).max();
+    assert!(
+        slowest < Some(took / 3),
+        "a short request waited {slowest:?} beside one of {took:?}"
+    );
+}

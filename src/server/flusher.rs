@@ -75,7 +75,8 @@ impl Flusher {
                     self.courier
                         .deliver(answer.stream, answer.bytes, answer.deadline);
                 } else if let Err(returned) = answer.owner.clone().send(answer) {
-                    // The handler has gone (the worker is stopping): nobody can vouch.
+                    // The handler has gone: it waits for its answers before it exits, so
+                    // only a handler that died ends here, and nobody can vouch.
                     let answer = returned.into_inner();
                     let bytes = protocol::render(&exchange::not_durable(&SESSION_GONE));
                     self.courier.deliver(answer.stream, bytes, answer.deadline);

@@ -1,5 +1,6 @@
-//! A handler thread: takes complete requests, executes them, and passes the answers on:
-//! to the flusher when they must wait for the WAL, else straight to the courier.
+//! A handler thread: takes complete requests from its own intake, executes them, and
+//! passes the answers on: to the flusher when they must wait for the WAL, else straight
+//! to the courier.
 //!
 //! Each thread keeps one database session (connection plus prepared statements) for
 //! as long as it works, and replaces it from the pool only when it breaks.
@@ -8,12 +9,13 @@ use crate::exchange::{self, Executed, Sessions};
 use crate::protocol::{self, ParseLimits, Response};
 use crate::server::courier::Courier;
 use crate::server::flusher::{Awaiting, SESSION_GONE};
-use crate::server::intake::Job;
+use crate::server::intake::{self, IntakeLimits, Job, Serve};
 
 use crate::server::log;
 use crate::store::{Manager, Session, StoreError};
-use crossbeam_channel::{select_biased, Receiver, Sender};
+use crossbeam_channel::{Receiver, Sender};
 use r2d2::Pool;
+use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 pub struct Handler {
@@ -60,23 +62,31 @@ impl Handler {
         }
     }
 
-    /// Serves jobs until the channel closes.
-    pub fn run(mut self, jobs: Receiver<Job>, flusher: Sender<Awaiting>, courier: Courier) {
+    /// Serves requests from its own intake on `listener` until a stop is requested, then
+    /// waits for the flusher to let go of every answer it was given.
+    pub fn run(
+        mut self,
+        listener: TcpListener,
+        limits: IntakeLimits,
+        flusher: Sender<Awaiting>,
+        courier: Courier,
+    ) -> std::io::Result<()> {
         let (owner, returned) = crossbeam_channel::unbounded();
-        loop {
-            select_biased! {
-                // Answers the flusher could not vouch for first: their clients waited longest.
-                recv(returned) -> answer => {
-                    if let Ok(answer) = answer {
-                        self.vouch(answer, &courier);
-                    }
-                }
-                recv(jobs) -> job => match job {
-                    Ok(job) => self.serve(job, &flusher, &owner, &courier),
-                    Err(_) => return,
-                },
-            }
+        let mut serving = Serving {
+            handler: &mut self,
+            flusher,
+            owner,
+            returned: &returned,
+            courier: &courier,
+        };
+        let outcome = intake::run(listener, &mut serving, limits);
+        drop(serving);
+        // The answers the flusher still holds each carry a sender of `returned`: it
+        // closes once the flusher has sent or given back the last of them.
+        for answer in returned {
+            self.vouch(answer, &courier);
         }
+        outcome
     }
 
     fn serve(
@@ -136,6 +146,31 @@ impl Handler {
         match protocol::parse(document, self.limits) {
             Ok(request) => exchange::execute(&request, self),
             Err(why) => Response::Rejected(why.0),
+        }
+    }
+}
+
+/// A handler at work: what it needs to pass answers on, for its intake's loop.
+struct Serving<'a> {
+    handler: &'a mut Handler,
+    flusher: Sender<Awaiting>,
+    /// Where the flusher gives back answers it cannot vouch for.
+    owner: Sender<Awaiting>,
+    returned: &'a Receiver<Awaiting>,
+    courier: &'a Courier,
+}
+
+impl Serve for Serving<'_> {
+    fn serve(&mut self, job: Job) {
+        self.handler
+            .serve(job, &self.flusher, &self.owner, self.courier);
+        self.tend();
+    }
+
+    /// Answers the flusher gave back: their clients have waited longest.
+    fn tend(&mut self) {
+        while let Ok(answer) = self.returned.try_recv() {
+            self.handler.vouch(answer, self.courier);
         }
     }
 }

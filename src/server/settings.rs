@@ -23,12 +23,12 @@ pub struct Settings {
     #[arg(long)]
     pub workers: Option<usize>,
 
-    /// Handler threads per worker, each with its own database connection (and each
-    /// worker's flusher has one more).
-    // Two per worker, and so two connections per CPU by default: more backends than
-    // that only queue on the same CPUs and symbol locks (on 2 CPUs, 4 and 6 threads
-    // served 7% and 11% fewer requests than 2).
-    #[arg(long, default_value_t = 2)]
+    /// Handler threads per worker, each reading its own requests and holding its own
+    /// database connection (and each worker's flusher has one more).
+    // One per worker, and so one matching session per CPU by default: on 2 CPUs, with
+    // the database on the same machine, 2 handlers per worker served 4-15% fewer
+    // requests than 1, and 4 and 6 fewer still. A database far away may want more.
+    #[arg(long, default_value_t = 1)]
     pub threads: usize,
 
     /// Pin worker i to the i-th CPU (cycling) of the set this process may run on,
@@ -60,7 +60,7 @@ pub struct Settings {
     #[arg(long, default_value_t = 10_000)]
     pub request_timeout_ms: u64,
 
-    /// Connections a worker reads at once; more wait in the kernel's backlog.
+    /// Connections each handler thread reads at once; more wait in the kernel's backlog.
     #[arg(long, default_value_t = 1024)]
     pub connections_max: usize,
 

@@ -28,6 +28,11 @@ pub fn install_stop_handlers() -> nix::Result<()> {
     Ok(())
 }
 
+/// Asks this process to stop as SIGTERM would: for a worker that cannot go on.
+pub fn stop_this_process() {
+    STOP.store(true, Ordering::SeqCst);
+}
+
 pub fn stop_requested() -> bool {
     STOP.load(Ordering::SeqCst)
 }

@@ -4,8 +4,8 @@
 use crate::server::courier::Courier;
 use crate::server::flusher::Flusher;
 use crate::server::handler::Handler;
-use crate::server::intake::{self, IntakeLimits};
-use crate::server::{affinity, log, Settings};
+use crate::server::intake::IntakeLimits;
+use crate::server::{affinity, log, signals, Settings};
 use crate::store;
 use std::net::TcpListener;
 use std::time::Duration;
@@ -35,56 +35,64 @@ pub fn run(listener: TcpListener, slot: usize, cpu: Option<usize>, settings: &Se
         }
     };
 
-    // Answers flow intake -> handlers -> flusher -> courier; each stage ends once the
-    // one before it has ended and its queue is empty.
-    let (courier, deliver) = Courier::new();
-    let (awaiting_in, awaiting_out) = crossbeam_channel::unbounded();
-    let (jobs_in, jobs_out) = crossbeam_channel::bounded(settings.threads * 2);
-    let flusher = Flusher::new(pool.clone(), courier.clone());
-    let mut stages = Vec::with_capacity(settings.threads + 2);
-    stages.push(spawn("courier".into(), deliver));
-    stages.push(spawn("flusher".into(), move || flusher.run(awaiting_out)));
-    for i in 0..settings.threads {
-        let handler = Handler::new(pool.clone(), settings.parse_limits());
-        let (jobs, awaiting, courier) = (jobs_out.clone(), awaiting_in.clone(), courier.clone());
-        stages.push(spawn(format!("handler-{i}"), move || {
-            handler.run(jobs, awaiting, courier)
-        }));
-    }
-    drop((jobs_out, awaiting_in, courier));
-    let threads: Vec<_> = match stages.into_iter().collect::<Result<_, _>>() {
-        Ok(threads) => threads,
-        Err(e) => {
-            log(format_args!("worker {slot}: cannot start a thread: {e}"));
-            return 1;
-        }
-    };
-
     let limits = IntakeLimits {
         request_bytes_max: settings.request_bytes_max,
         request_timeout: Duration::from_millis(settings.request_timeout_ms),
         connections_max: settings.connections_max,
     };
-    let outcome = intake::run(listener, &jobs_in, limits);
-    // Closing the channel lets the handlers finish what is queued, then the flusher and
-    // the courier, in turn.
-    drop(jobs_in);
-    for thread in threads.into_iter().rev() {
-        let _ = thread.join();
-    }
-    match outcome {
-        Ok(()) => 0,
+    // Answers flow handlers -> flusher -> courier. Each handler reads its own requests
+    // from the shared listener; the flusher ends once every handler has, and the
+    // courier once the flusher has.
+    let (courier, deliver) = Courier::new();
+    let (awaiting_in, awaiting_out) = crossbeam_channel::unbounded();
+    let flusher = Flusher::new(pool.clone(), courier.clone());
+    let started = (|| {
+        let stages = vec![
+            spawn("courier".into(), deliver)?,
+            spawn("flusher".into(), move || flusher.run(awaiting_out))?,
+        ];
+        let mut handlers = Vec::with_capacity(settings.threads);
+        for i in 0..settings.threads {
+            let handler = Handler::new(pool.clone(), settings.parse_limits());
+            let (listener, awaiting, courier) =
+                (listener.try_clone()?, awaiting_in.clone(), courier.clone());
+            handlers.push(spawn(format!("handler-{i}"), move || {
+                let outcome = handler.run(listener, limits, awaiting, courier);
+                if let Err(e) = &outcome {
+                    // The worker stops as a whole, and its supervisor replaces it.
+                    log(format_args!("worker {slot}: intake failed: {e}"));
+                    signals::stop_this_process();
+                }
+                outcome.is_ok()
+            })?);
+        }
+        Ok::<_, std::io::Error>((stages, handlers))
+    })();
+    // Only the handlers may hold the listener and the flusher's queue from here on.
+    drop((listener, awaiting_in, courier));
+    let (stages, handlers) = match started {
+        Ok(threads) => threads,
         Err(e) => {
-            log(format_args!("worker {slot}: intake failed: {e}"));
-            1
+            log(format_args!("worker {slot}: cannot start: {e}"));
+            return 1;
+        }
+    };
+    let mut code = 0;
+    for handler in handlers {
+        if !handler.join().unwrap_or(false) {
+            code = 1;
         }
     }
+    for stage in stages.into_iter().rev() {
+        let _ = stage.join();
+    }
+    code
 }
 
-fn spawn(
+fn spawn<T: Send + 'static>(
     name: String,
-    body: impl FnOnce() + Send + 'static,
-) -> std::io::Result<std::thread::JoinHandle<()>> {
+    body: impl FnOnce() -> T + Send + 'static,
+) -> std::io::Result<std::thread::JoinHandle<T>> {
     std::thread::Builder::new().name(name).spawn(body)
 }
 
