@@ -109,28 +109,18 @@ pub fn run(
         let mut complete = Vec::new();
         // Walk backwards so swap_remove leaves the unvisited indices intact.
         for index in readable.into_iter().rev() {
-            match read_some(&mut pending[index], &mut chunk, limits) {
-                Progress::Waiting => {}
-                Progress::Done => drop(pending.swap_remove(index)),
-                Progress::Complete(range) => {
-                    let Pending {
-                        stream, mut buffer, ..
-                    } = pending.swap_remove(index);
-                    buffer.truncate(range.end);
-                    buffer.drain(..range.start);
-                    complete.push(Job {
-                        stream,
-                        document: buffer,
-                        deadline: Instant::now() + limits.request_timeout,
-                    });
-                }
-            }
+            read_into(&mut pending, index, &mut chunk, limits, &mut complete);
         }
         // Every idle handler is woken for a new connection. One that is about to serve
         // leaves it to them, and the others take one each, so that no connection waits
         // behind another's request while a handler sits idle.
         if let (true, true, Some(open)) = (listener_ready, complete.is_empty(), &listener) {
-            accept_one(open, &mut pending, limits);
+            // By the time a handler has woken and accepted, the request has usually
+            // arrived: reading at once spares a second wait in poll.
+            if accept_one(open, &mut pending, limits) {
+                let newest = pending.len() - 1;
+                read_into(&mut pending, newest, &mut chunk, limits, &mut complete);
+            }
         }
         for job in complete {
             handler.serve(job);
@@ -202,6 +192,33 @@ fn accept_one(listener: &TcpListener, pending: &mut Vec<Pending>, limits: Intake
         }
     }
     false
+}
+
+/// Reads what `pending[index]` has sent; a connection whose request is complete leaves
+/// `pending` for `complete`, and one that was answered or dropped leaves it too.
+fn read_into(
+    pending: &mut Vec<Pending>,
+    index: usize,
+    chunk: &mut [u8],
+    limits: IntakeLimits,
+    complete: &mut Vec<Job>,
+) {
+    match read_some(&mut pending[index], chunk, limits) {
+        Progress::Waiting => {}
+        Progress::Done => drop(pending.swap_remove(index)),
+        Progress::Complete(range) => {
+            let Pending {
+                stream, mut buffer, ..
+            } = pending.swap_remove(index);
+            buffer.truncate(range.end);
+            buffer.drain(..range.start);
+            complete.push(Job {
+                stream,
+                document: buffer,
+                deadline: Instant::now() + limits.request_timeout,
+            });
+        }
+    }
 }
 
 /// Reads what is there and says whether the request is complete.
