@@ -27,7 +27,14 @@ pub trait Sessions {
 /// Executes `request`, one database transaction per operation, in document order, and
 /// makes its results durable on the same session before returning them.
 pub fn execute(request: &Request, sessions: &mut dyn Sessions) -> Response {
-    match execute_deferred(request, sessions) {
+    let executed = execute_deferred(request, sessions);
+    settle(executed, sessions)
+}
+
+/// The response to an executed request, once its results are durable on the session
+/// that did its work (see [`make_durable`]).
+pub fn settle(executed: Executed, sessions: &mut dyn Sessions) -> Response {
+    match executed {
         Executed::Ready(response) => response,
         Executed::AwaitsDurability(response) => match make_durable(sessions) {
             Ok(()) => response,

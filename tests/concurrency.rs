@@ -25,12 +25,12 @@ fn assert_business_only(item: &Element) {
     }
 }
 
-/// Runs `n` threads that wait at one barrier, then each run `work(i)`.
 /// How many answers are `<name>` elements.
 fn answered(answers: &[Element], name: &str) -> usize {
     answers.iter().filter(|a| a.name == name).count()
 }
 
+/// Runs `n` threads that wait at one barrier, then each run `work(i)`.
 fn burst<T: Send + 'static>(n: usize, work: impl Fn(usize) -> T + Send + Sync + 'static) -> Vec<T> {
     let barrier = Arc::new(Barrier::new(n));
     let work = Arc::new(work);

@@ -97,10 +97,7 @@ impl Handler {
         courier: &Courier,
     ) {
         let began = Instant::now();
-        let executed = match protocol::parse(&job.document, self.limits) {
-            Ok(request) => exchange::execute_deferred(&request, self),
-            Err(why) => Executed::Ready(Response::Rejected(why.0)),
-        };
+        let executed = self.execute(&job.document);
         // The answer usually fits the socket's buffer at once; a slow reader gets until
         // the request's deadline, and at least a moment.
         let deadline = job
@@ -141,12 +138,18 @@ impl Handler {
         courier.deliver(answer.stream, bytes, answer.deadline);
     }
 
+    /// Parses and executes one request, leaving its durability to the caller.
+    fn execute(&mut self, document: &[u8]) -> Executed {
+        match protocol::parse(document, self.limits) {
+            Ok(request) => exchange::execute_deferred(&request, self),
+            Err(why) => Executed::Ready(Response::Rejected(why.0)),
+        }
+    }
+
     /// Parses and executes one request, durably, on this thread's own session.
     pub fn answer(&mut self, document: &[u8]) -> Response {
-        match protocol::parse(document, self.limits) {
-            Ok(request) => exchange::execute(&request, self),
-            Err(why) => Response::Rejected(why.0),
-        }
+        let executed = self.execute(document);
+        exchange::settle(executed, self)
     }
 }
 
@@ -164,7 +167,6 @@ impl Serve for Serving<'_> {
     fn serve(&mut self, job: Job) {
         self.handler
             .serve(job, &self.flusher, &self.owner, self.courier);
-        self.tend();
     }
 
     /// Answers the flusher gave back: their clients have waited longest.

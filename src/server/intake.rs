@@ -39,8 +39,8 @@ pub struct IntakeLimits {
 pub trait Serve {
     /// Executes one complete request and sees its answer on its way.
     fn serve(&mut self, job: Job);
-    /// Called on every turn of the loop, and so at least once a tick, for work that
-    /// reaches the handler from elsewhere.
+    /// Called once on every turn of the loop, after serving, and so at least once a
+    /// tick, for work that reaches the handler from elsewhere.
     fn tend(&mut self);
 }
 
@@ -105,7 +105,6 @@ pub fn run(
             return Ok(());
         }
         let (listener_ready, readable) = wait(listening, &pending)?;
-        handler.tend();
         let mut complete = Vec::new();
         // Walk backwards so swap_remove leaves the unvisited indices intact.
         for index in readable.into_iter().rev() {
@@ -125,6 +124,8 @@ pub fn run(
         for job in complete {
             handler.serve(job);
         }
+        // After serving, so that answers given back meanwhile do not wait out a poll.
+        handler.tend();
         expire(&mut pending, limits);
     }
 }
