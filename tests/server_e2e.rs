@@ -173,13 +173,60 @@ fn pinned_workers_follow_the_taskset_they_were_given() {
         .workers()
         .iter()
         .filter_map(|w| std::fs::read_to_string(format!("/proc/{w}/status")).ok())
-        .filter_map(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-                .map(|l| l.trim().to_string())
-        })
+        .map(|status| cpus_of(&status))
         .collect();
     assert_eq!(cpus, [last.clone(), last]);
+    assert_eq!(server.stop().code(), Some(0));
+}
+
+/// The CPUs a thread may run on, as /proc lists them ("0-1", "3").
+fn cpus_of(status: &str) -> String {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .map(|l| l.trim().to_string())
+        .unwrap_or_default()
+}
+
+#[test]
+fn pinned_handler_threads_each_get_their_own_cpu() {
+    let allowed = exchange::server::affinity::allowed_cpus();
+    let mut server = Server::start(
+        &fresh_database("e2e_pin_threads"),
+        1,
+        &["--threads", "2", "--pin"],
+    );
+    let worker = server.workers()[0];
+    let mut handlers = Vec::new();
+    let mut worker_cpus = String::new();
+    for task in std::fs::read_dir(format!("/proc/{worker}/task")).expect("the worker's threads") {
+        let task = task.expect("a thread").path();
+        let name = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
+        let cpus = cpus_of(&std::fs::read_to_string(task.join("status")).unwrap_or_default());
+        match name.trim() {
+            "handler-0" | "handler-1" => handlers.push((name.trim().to_string(), cpus)),
+            "flusher" => worker_cpus = cpus,
+            _ => {}
+        }
+    }
+    handlers.sort();
+    let second = allowed[1 % allowed.len()];
+    assert_eq!(
+        handlers,
+        [
+            ("handler-0".to_string(), allowed[0].to_string()),
+            ("handler-1".to_string(), second.to_string())
+        ]
+    );
+    // The flusher may run on either handler's CPU.
+    let union = if second == allowed[0] {
+        second.to_string()
+    } else if second == allowed[0] + 1 {
+        format!("{}-{second}", allowed[0])
+    } else {
+        format!("{},{second}", allowed[0])
+    };
+    assert_eq!(worker_cpus, union);
     assert_eq!(server.stop().code(), Some(0));
 }
 

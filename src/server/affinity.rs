@@ -1,4 +1,5 @@
-//! CPU sets: which CPUs this process may use, and pinning a worker to one of them.
+//! CPU sets: which CPUs this process may use, and pinning workers and their handler
+//! threads to them.
 
 use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
 use nix::unistd::Pid;
@@ -13,15 +14,24 @@ pub fn allowed_cpus() -> Vec<usize> {
     }
 }
 
-/// The CPU worker `slot` is pinned to: the slot-th of the allowed ones, cycling.
-pub fn cpu_for_slot(allowed: &[usize], slot: usize) -> Option<usize> {
-    (!allowed.is_empty()).then(|| allowed[slot % allowed.len()])
+/// The CPU of each handler thread of worker `slot`, in handler order: handler k of
+/// worker i gets the (i × threads + k)-th allowed CPU, cycling, so that the handlers
+/// of all the workers spread over the allowed set one per CPU before any doubles up.
+pub fn cpus_for_slot(allowed: &[usize], slot: usize, threads: usize) -> Vec<usize> {
+    if allowed.is_empty() {
+        return Vec::new();
+    }
+    (0..threads)
+        .map(|k| allowed[(slot * threads + k) % allowed.len()])
+        .collect()
 }
 
-/// Pins the calling process (and the threads it starts later) to `cpu`.
-pub fn pin_to(cpu: usize) -> nix::Result<()> {
+/// Confines the calling thread (and the threads it starts later) to `cpus`.
+pub fn pin_to(cpus: &[usize]) -> nix::Result<()> {
     let mut set = CpuSet::new();
-    set.set(cpu)?;
+    for &cpu in cpus {
+        set.set(cpu)?;
+    }
     sched_setaffinity(Pid::from_raw(0), &set)
 }
 
@@ -30,11 +40,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn slots_cycle_through_the_allowed_cpus() {
-        let allowed = [2, 3];
-        let picked: Vec<_> = (0..5).map(|slot| cpu_for_slot(&allowed, slot)).collect();
-        assert_eq!(picked, [Some(2), Some(3), Some(2), Some(3), Some(2)]);
-        assert_eq!(cpu_for_slot(&[], 0), None);
+    fn handlers_spread_over_the_allowed_cpus_before_doubling_up() {
+        let allowed = [2, 3, 5];
+        let picked: Vec<_> = (0..3)
+            .map(|slot| cpus_for_slot(&allowed, slot, 2))
+            .collect();
+        assert_eq!(picked, [vec![2, 3], vec![5, 2], vec![3, 5]]);
+        let one_each: Vec<_> = (0..4)
+            .map(|slot| cpus_for_slot(&allowed, slot, 1))
+            .collect();
+        assert_eq!(one_each, [vec![2], vec![3], vec![5], vec![2]]);
+        assert!(cpus_for_slot(&[], 0, 2).is_empty());
     }
 
     #[test]

@@ -19,16 +19,19 @@ pub struct Settings {
     #[arg(long, default_value = "0.0.0.0")]
     pub bind: String,
 
-    /// Worker processes [default: the number of CPUs this process may run on].
-    #[arg(long)]
+    /// Worker processes [default: enough for one handler thread per CPU this process
+    /// may run on].
+    #[arg(long, env = "EXCHANGE_WORKERS", value_parser = at_least_one)]
     pub workers: Option<usize>,
 
     /// Handler threads per worker, each reading its own requests and holding its own
-    /// database connection (and each worker's flusher has one more).
-    // One per worker, and so one matching session per CPU by default: on 2 CPUs, with
-    // the database on the same machine, 2 handlers per worker served 4-15% fewer
-    // requests than 1, and 4 and 6 fewer still. A database far away may want more.
-    #[arg(long, default_value_t = 1)]
+    /// database connection; the worker's flusher, which waits for the WAL once for
+    /// all of them, has one more.
+    // Two per worker, and one handler per CPU in all by default. On 2 CPUs with the
+    // database on the same machine, one worker of 2 handlers served 6-10% more than
+    // two workers of 1 (they share one flusher, so fewer waits for the disk), and 3
+    // or 4 handlers per CPU pair served fewer. A database far away may want more.
+    #[arg(long, env = "EXCHANGE_THREADS", default_value_t = 2, value_parser = at_least_one)]
     pub threads: usize,
 
     /// Pin worker i to the i-th CPU (cycling) of the set this process may run on,
@@ -74,7 +77,22 @@ pub struct Settings {
     pub statement_timeout_ms: u64,
 }
 
+fn at_least_one(value: &str) -> Result<usize, String> {
+    match value.parse() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("not a count: {e}")),
+    }
+}
+
 impl Settings {
+    /// The worker count asked for, or enough workers for one handler per allowed CPU.
+    pub fn workers_for(&self, allowed_cpus: usize) -> usize {
+        self.workers
+            .unwrap_or_else(|| allowed_cpus.div_ceil(self.threads))
+            .max(1)
+    }
+
     pub fn parse_limits(&self) -> ParseLimits {
         ParseLimits {
             depth_max: self.depth_max,
@@ -108,5 +126,28 @@ mod tests {
         ])
         .expect("repeated flags are accepted");
         assert_eq!((settings.threads, settings.port), (6, 1));
+    }
+
+    #[test]
+    fn workers_default_to_one_handler_per_allowed_cpu() {
+        let with = |args: &[&str]| {
+            Settings::try_parse_from(["exchange-server"].iter().chain(args)).expect("valid flags")
+        };
+        let workers = |args: &[&str], cpus| with(args).workers_for(cpus);
+        assert_eq!(workers(&[], 1), 1);
+        assert_eq!(workers(&[], 2), 1);
+        assert_eq!(workers(&[], 3), 2);
+        assert_eq!(workers(&[], 8), 4);
+        assert_eq!(workers(&["--threads", "1"], 8), 8);
+        assert_eq!(workers(&["--threads", "3"], 8), 3);
+        assert_eq!(workers(&["--workers", "5"], 8), 5);
+    }
+
+    #[test]
+    fn no_workers_or_no_threads_is_refused() {
+        for flag in ["--workers", "--threads"] {
+            let refused = Settings::try_parse_from(["exchange-server", flag, "0"]);
+            assert!(refused.is_err(), "{flag} 0 was accepted");
+        }
     }
 }

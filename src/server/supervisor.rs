@@ -24,7 +24,8 @@ const BACKOFF_FIRST: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 struct Slot {
-    cpu: Option<usize>,
+    /// The CPU of each handler thread when pinned, in handler order; empty otherwise.
+    cpus: Vec<usize>,
     pid: Option<Pid>,
     started: Instant,
     start_after: Instant,
@@ -56,14 +57,14 @@ pub fn run(settings: Settings) -> ExitCode {
     }
 
     let allowed = affinity::allowed_cpus();
-    let workers = settings.workers.unwrap_or(allowed.len()).max(1);
+    let workers = settings.workers_for(allowed.len());
     let now = Instant::now();
     let mut slots: Vec<Slot> = (0..workers)
         .map(|i| Slot {
-            cpu: if settings.pin {
-                affinity::cpu_for_slot(&allowed, i)
+            cpus: if settings.pin {
+                affinity::cpus_for_slot(&allowed, i, settings.threads)
             } else {
-                None
+                Vec::new()
             },
             pid: None,
             started: now,
@@ -76,11 +77,8 @@ pub fn run(settings: Settings) -> ExitCode {
         .and_then(|l| l.local_addr().ok())
         .map_or_else(|| "?".into(), |a| a.to_string());
     let placement = if settings.pin {
-        let cpus: Vec<String> = slots
-            .iter()
-            .filter_map(|s| s.cpu.map(|c| c.to_string()))
-            .collect();
-        format!("pinned to CPUs {}", cpus.join(","))
+        let cpus: Vec<String> = slots.iter().map(|s| format!("{:?}", s.cpus)).collect();
+        format!("handlers pinned to CPUs {}", cpus.join(" "))
     } else {
         format!("on CPUs {allowed:?}")
     };
@@ -155,7 +153,7 @@ fn spawn(listener: &mut Option<TcpListener>, index: usize, slot: &mut Slot, sett
         Ok(ForkResult::Child) => {
             // The child's copy of the listener becomes the worker's own, to close when it stops.
             let code = match listener.take() {
-                Some(listener) => worker::run(listener, index, slot.cpu, settings),
+                Some(listener) => worker::run(listener, index, &slot.cpus, settings),
                 None => 1,
             };
             std::process::exit(code);

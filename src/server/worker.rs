@@ -1,5 +1,5 @@
-//! One worker process: pins itself, opens its own pool, and serves from the shared
-//! listener until asked to stop.
+//! One worker process: pins itself and its handler threads, opens its own pool, and
+//! serves from the shared listener until asked to stop.
 
 use crate::server::courier::Courier;
 use crate::server::flusher::Flusher;
@@ -15,15 +15,12 @@ use std::time::Duration;
 pub const EXIT_DATABASE_UNAVAILABLE: i32 = 3;
 
 /// Runs the worker in `slot` and returns its exit code. Called in a freshly forked,
-/// single-threaded child.
-pub fn run(listener: TcpListener, slot: usize, cpu: Option<usize>, settings: &Settings) -> i32 {
+/// single-threaded child. `cpus`, when pinned, holds each handler thread's CPU.
+pub fn run(listener: TcpListener, slot: usize, cpus: &[usize], settings: &Settings) -> i32 {
     die_with_parent();
     abort_on_panic();
-    if let Some(cpu) = cpu {
-        if let Err(e) = affinity::pin_to(cpu) {
-            log(format_args!("worker {slot}: cannot pin to CPU {cpu}: {e}"));
-        }
-    }
+    // The flusher and courier may run on any of the handlers' CPUs.
+    pin(slot, "worker", cpus);
     let timeouts = settings.database_timeouts();
     let pool = store::config(&settings.database_url, timeouts)
         .and_then(|config| store::pool(config, settings.threads as u32 + 1, timeouts));
@@ -56,7 +53,11 @@ pub fn run(listener: TcpListener, slot: usize, cpu: Option<usize>, settings: &Se
             let handler = Handler::new(pool.clone(), settings.parse_limits());
             let (listener, awaiting, courier) =
                 (listener.try_clone()?, awaiting_in.clone(), courier.clone());
+            let cpu = cpus.get(i).copied();
             handlers.push(spawn(format!("handler-{i}"), move || {
+                if let Some(cpu) = cpu {
+                    pin(slot, &format!("handler {i}"), &[cpu]);
+                }
                 let outcome = handler.run(listener, limits, awaiting, courier);
                 if let Err(e) = &outcome {
                     // The worker stops as a whole, and its supervisor replaces it.
@@ -87,6 +88,18 @@ pub fn run(listener: TcpListener, slot: usize, cpu: Option<usize>, settings: &Se
         let _ = stage.join();
     }
     code
+}
+
+/// Confines the calling thread, and the threads it starts later, to `cpus` (if any).
+fn pin(slot: usize, who: &str, cpus: &[usize]) {
+    if cpus.is_empty() {
+        return;
+    }
+    if let Err(e) = affinity::pin_to(cpus) {
+        log(format_args!(
+            "worker {slot}: cannot pin {who} to CPUs {cpus:?}: {e}"
+        ));
+    }
 }
 
 fn spawn<T: Send + 'static>(
