@@ -135,6 +135,9 @@ validators_bindir() {
 # default durability (fsync and synchronous commit on), unless DATABASE_URL is set.
 # Sets BENCH_ADMIN_URL (a database where others can be created) and BENCH_PG_DATA
 # (empty when DATABASE_URL was given); the caller stops it with bench_cluster_stop.
+# Its clients connect over TCP to 127.0.0.1, or with TRANSPORT=unix over the
+# cluster's Unix socket (the URL's host is then the socket's directory,
+# percent-encoded, which libpq and the server both read).
 bench_cluster() {
     if [ -n "${DATABASE_URL:-}" ]; then
         BENCH_ADMIN_URL=$DATABASE_URL
@@ -146,7 +149,12 @@ bench_cluster() {
     local port
     port=$(free_port 56432)
     pg_start "$BENCH_PG_DATA/pg" "$port" "max_wal_size = 2GB"
-    BENCH_ADMIN_URL="postgres://postgres@127.0.0.1:$port/postgres"
+    case ${TRANSPORT:-tcp} in
+        tcp) BENCH_ADMIN_URL="postgres://postgres@127.0.0.1:$port/postgres" ;;
+        # mktemp's directory names need no encoding but for their slashes.
+        unix) BENCH_ADMIN_URL="postgres://postgres@${BENCH_PG_DATA//\//%2F}%2Fpg:$port/postgres" ;;
+        *) echo "TRANSPORT must be tcp or unix" >&2; return 1 ;;
+    esac
 }
 
 bench_cluster_stop() {
