@@ -170,7 +170,7 @@ fn draw<DB: DrawingBackend>(
     };
     chart_context
         .configure_mesh()
-        .x_desc("cores (k pinned workers; PostgreSQL and the client confined to the same k)")
+        .x_desc("cores k (taskset -c 0-(k-1), the server's handlers pinned one per CPU)")
         .y_desc(y_label)
         .x_labels(x_max as usize + 1)
         .y_label_formatter(&y_format)
