@@ -161,72 +161,91 @@ fn an_unreachable_database_gives_one_clear_line_and_a_nonzero_exit() {
 #[test]
 fn pinned_workers_follow_the_taskset_they_were_given() {
     let allowed = exchange::server::affinity::allowed_cpus();
-    let last = allowed.last().expect("some CPU").to_string();
+    let last = *allowed.last().expect("some CPU");
     // Under `taskset -c LAST`, two pinned workers both land on LAST.
     let mut server = Server::start_under(
-        &["taskset", "-c", &last],
+        &["taskset", "-c", &last.to_string()],
         &fresh_database("e2e_pin"),
         2,
         &["--threads", "1", "--pin"],
     );
-    let cpus: Vec<String> = server
+    let cpus: Vec<Vec<usize>> = server
         .workers()
         .iter()
         .filter_map(|w| std::fs::read_to_string(format!("/proc/{w}/status")).ok())
         .map(|status| cpus_of(&status))
         .collect();
-    assert_eq!(cpus, [last.clone(), last]);
+    assert_eq!(cpus, [vec![last], vec![last]]);
     assert_eq!(server.stop().code(), Some(0));
 }
 
-/// The CPUs a thread may run on, as /proc lists them ("0-1", "3").
-fn cpus_of(status: &str) -> String {
-    status
+/// The CPUs a thread may run on, from its /proc status ("Cpus_allowed_list: 0-2,5").
+fn cpus_of(status: &str) -> Vec<usize> {
+    let list = status
         .lines()
         .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-        .map(|l| l.trim().to_string())
-        .unwrap_or_default()
+        .unwrap_or_default();
+    let mut cpus = Vec::new();
+    for range in list.trim().split(',').filter(|r| !r.is_empty()) {
+        let (first, last) = range.split_once('-').unwrap_or((range, range));
+        let bound = |n: &str| n.parse::<usize>().expect("a CPU number");
+        cpus.extend(bound(first)..=bound(last));
+    }
+    cpus
+}
+
+/// Each thread of a worker by name, with the CPUs it may run on.
+fn placement(worker: i32) -> std::collections::BTreeMap<String, Vec<usize>> {
+    let mut placed = std::collections::BTreeMap::new();
+    for task in std::fs::read_dir(format!("/proc/{worker}/task")).expect("the worker's threads") {
+        let task = task.expect("a thread").path();
+        let name = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
+        let status = std::fs::read_to_string(task.join("status")).unwrap_or_default();
+        placed.insert(name.trim().to_string(), cpus_of(&status));
+    }
+    placed
 }
 
 #[test]
 fn pinned_handler_threads_each_get_their_own_cpu() {
     let allowed = exchange::server::affinity::allowed_cpus();
+    let (first, second) = (allowed[0], allowed[1 % allowed.len()]);
+
+    // One worker of two handlers: a CPU each, and the flusher on either.
     let mut server = Server::start(
         &fresh_database("e2e_pin_threads"),
         1,
         &["--threads", "2", "--pin"],
     );
-    let worker = server.workers()[0];
-    let mut handlers = Vec::new();
-    let mut worker_cpus = String::new();
-    for task in std::fs::read_dir(format!("/proc/{worker}/task")).expect("the worker's threads") {
-        let task = task.expect("a thread").path();
-        let name = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
-        let cpus = cpus_of(&std::fs::read_to_string(task.join("status")).unwrap_or_default());
-        match name.trim() {
-            "handler-0" | "handler-1" => handlers.push((name.trim().to_string(), cpus)),
-            "flusher" => worker_cpus = cpus,
-            _ => {}
-        }
-    }
-    handlers.sort();
-    let second = allowed[1 % allowed.len()];
-    assert_eq!(
-        handlers,
-        [
-            ("handler-0".to_string(), allowed[0].to_string()),
-            ("handler-1".to_string(), second.to_string())
-        ]
+    let placed = placement(server.workers()[0]);
+    assert_eq!(placed.get("handler-0"), Some(&vec![first]), "{placed:?}");
+    assert_eq!(placed.get("handler-1"), Some(&vec![second]), "{placed:?}");
+    let mut both = vec![first, second];
+    both.dedup();
+    assert_eq!(placed.get("flusher"), Some(&both), "{placed:?}");
+    assert_eq!(server.stop().code(), Some(0));
+
+    // Two workers of one handler: each worker's flusher stays on its handler's CPU.
+    let mut server = Server::start(
+        &fresh_database("e2e_pin_workers"),
+        2,
+        &["--threads", "1", "--pin"],
     );
-    // The flusher may run on either handler's CPU.
-    let union = if second == allowed[0] {
-        second.to_string()
-    } else if second == allowed[0] + 1 {
-        format!("{}-{second}", allowed[0])
-    } else {
-        format!("{},{second}", allowed[0])
+    // One worker answered; the other may still be starting its threads.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut flushers: Vec<_> = loop {
+        let found: Vec<_> = server
+            .workers()
+            .into_iter()
+            .filter_map(|w| placement(w).remove("flusher"))
+            .collect();
+        if found.len() == 2 || Instant::now() > deadline {
+            break found;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     };
-    assert_eq!(worker_cpus, union);
+    flushers.sort();
+    assert_eq!(flushers, [vec![first], vec![second]]);
     assert_eq!(server.stop().code(), Some(0));
 }
 

@@ -28,14 +28,15 @@ pub struct Settings {
     /// database connection; the worker's flusher, which waits for the WAL once for
     /// all of them, has one more.
     // Two per worker, and one handler per CPU in all by default. On 2 CPUs with the
-    // database on the same machine, one worker of 2 handlers served 6-10% more than
-    // two workers of 1 (they share one flusher, so fewer waits for the disk), and 3
-    // or 4 handlers per CPU pair served fewer. A database far away may want more.
+    // database on the same machine, one worker of 2 handlers served 2-11% more than
+    // two workers of 1 in five rounds (they share one flusher, so fewer waits for the
+    // disk), and 3 or 4 handlers per CPU pair served less. A database far away may want more.
     #[arg(long, env = "EXCHANGE_THREADS", default_value_t = 2, value_parser = at_least_one)]
     pub threads: usize,
 
-    /// Pin worker i to the i-th CPU (cycling) of the set this process may run on,
-    /// so that `taskset -c 2,3 exchange-server --pin` puts the workers on CPUs 2 and 3.
+    /// Pin each handler thread to a CPU of its own among those this process may run
+    /// on (cycling), and each worker to its handlers' CPUs, so that `taskset -c 2,3
+    /// exchange-server --pin` puts the handlers on CPUs 2 and 3.
     #[arg(long)]
     pub pin: bool,
 
