@@ -84,9 +84,12 @@ pub fn run(settings: Settings) -> ExitCode {
     };
     // On stdout, so that scripts and tests can learn the port when it was 0.
     println!("listening on {address}");
+    let plural = |n: usize| if n == 1 { "" } else { "s" };
     log(format_args!(
-        "{workers} workers x {} threads, {placement}",
-        settings.threads
+        "{workers} worker{} x {} handler thread{}, {placement}",
+        plural(workers),
+        settings.threads,
+        plural(settings.threads)
     ));
 
     while !signals::stop_requested() {
