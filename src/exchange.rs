@@ -24,13 +24,6 @@ pub trait Sessions {
     fn failed(&mut self, error: &StoreError);
 }
 
-/// Executes `request`, one database transaction per operation, in document order, and
-/// makes its results durable on the same session before returning them.
-pub fn execute(request: &Request, sessions: &mut dyn Sessions) -> Response {
-    let executed = execute_deferred(request, sessions);
-    settle(executed, sessions)
-}
-
 /// The response to an executed request, once its results are durable on the session
 /// that did its work (see [`make_durable`]).
 pub fn settle(executed: Executed, sessions: &mut dyn Sessions) -> Response {
@@ -71,8 +64,10 @@ pub enum Executed {
     AwaitsDurability(Response),
 }
 
-/// Executes `request` like [`execute`], leaving durability to the caller.
-pub fn execute_deferred(request: &Request, sessions: &mut dyn Sessions) -> Executed {
+/// Executes `request`, one database transaction per operation, in document order. Its
+/// commits are not yet durable: the caller sends the response only once they are,
+/// through [`settle`] on the same session or a worker's flusher.
+pub fn execute(request: &Request, sessions: &mut dyn Sessions) -> Executed {
     let mut run = Run {
         sessions,
         database_failed: false,

@@ -2,7 +2,9 @@
 //! book of record, a prefork supervisor with pinned workers.
 //!
 //! A request flows through stages that are each a plain function:
-//! [`framing::examine`] -> [`protocol::parse`] -> [`exchange::execute`] -> [`protocol::render`].
+//! [`framing::examine`] -> [`protocol::parse`] -> [`exchange::execute`] -> [`protocol::render`],
+//! and the answer goes out once [`exchange::settle`] (or a worker's flusher) has made
+//! its commits durable.
 
 pub mod audit;
 pub mod exchange;

@@ -133,15 +133,16 @@ validators_bindir() {
 
 # bench_cluster NAME: a fresh cluster for measurements, with the distribution's
 # default durability (fsync and synchronous commit on), unless DATABASE_URL is set.
-# Sets BENCH_ADMIN_URL (a database where others can be created) and BENCH_PG_DATA
-# (empty when DATABASE_URL was given); the caller stops it with bench_cluster_stop.
-# Its clients connect over TCP to 127.0.0.1, or with TRANSPORT=unix over the
-# cluster's Unix socket (the URL's host is then the socket's directory,
-# percent-encoded, which libpq and the server both read).
+# Sets BENCH_ADMIN_URL (a database where others can be created), BENCH_PG_DATA
+# (empty when DATABASE_URL was given) and BENCH_TRANSPORT (how clients reach it, in
+# words); the caller stops it with bench_cluster_stop. Its clients connect over TCP to
+# 127.0.0.1, or with TRANSPORT=unix over the cluster's Unix socket (the URL's host is
+# then the socket's directory, percent-encoded, which libpq and the server both read).
 bench_cluster() {
     if [ -n "${DATABASE_URL:-}" ]; then
         BENCH_ADMIN_URL=$DATABASE_URL
         BENCH_PG_DATA=
+        BENCH_TRANSPORT="as DATABASE_URL says"
         return 0
     fi
     BENCH_PG_DATA=$(mktemp -d "/var/tmp/exchange-$1-XXXXXX")
@@ -150,9 +151,15 @@ bench_cluster() {
     port=$(free_port 56432)
     pg_start "$BENCH_PG_DATA/pg" "$port" "max_wal_size = 2GB"
     case ${TRANSPORT:-tcp} in
-        tcp) BENCH_ADMIN_URL="postgres://postgres@127.0.0.1:$port/postgres" ;;
-        # mktemp's directory names need no encoding but for their slashes.
-        unix) BENCH_ADMIN_URL="postgres://postgres@${BENCH_PG_DATA//\//%2F}%2Fpg:$port/postgres" ;;
+        tcp)
+            BENCH_ADMIN_URL="postgres://postgres@127.0.0.1:$port/postgres"
+            BENCH_TRANSPORT="over TCP to 127.0.0.1"
+            ;;
+        unix)
+            # mktemp's directory names need no encoding but for their slashes.
+            BENCH_ADMIN_URL="postgres://postgres@${BENCH_PG_DATA//\//%2F}%2Fpg:$port/postgres"
+            BENCH_TRANSPORT="over the cluster's Unix socket"
+            ;;
         *) echo "TRANSPORT must be tcp or unix" >&2; return 1 ;;
     esac
 }

@@ -65,12 +65,14 @@ impl Flusher {
 
     /// Serves until every handler has gone and nothing awaits.
     pub fn run(mut self, awaiting: Receiver<Awaiting>) {
+        // Kept across flushes: one allocation for the thread's life, not one per flush.
+        let mut batch = Vec::new();
         while let Ok(first) = awaiting.recv() {
             // Whatever gathered while the last flush was under way shares this one.
-            let mut batch = vec![first];
+            batch.push(first);
             batch.extend(awaiting.try_iter());
             let opened = self.flush();
-            for answer in batch {
+            for answer in batch.drain(..) {
                 if opened.is_some_and(|opened| opened <= answer.began) {
                     self.courier
                         .deliver(answer.stream, answer.bytes, answer.deadline);

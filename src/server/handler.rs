@@ -141,7 +141,7 @@ impl Handler {
     /// Parses and executes one request, leaving its durability to the caller.
     fn execute(&mut self, document: &[u8]) -> Executed {
         match protocol::parse(document, self.limits) {
-            Ok(request) => exchange::execute_deferred(&request, self),
+            Ok(request) => exchange::execute(&request, self),
             Err(why) => Executed::Ready(Response::Rejected(why.0)),
         }
     }

@@ -82,6 +82,8 @@ pub fn run(
     // once a tick covers a death before that was set, without a system call per request.
     let mut parent_checked = Instant::now();
     let mut orphaned = false;
+    // Complete requests of one turn; kept across turns to spare an allocation each.
+    let mut complete = Vec::new();
     loop {
         if parent_checked.elapsed() >= TICK {
             parent_checked = Instant::now();
@@ -105,7 +107,6 @@ pub fn run(
             return Ok(());
         }
         let (listener_ready, readable) = wait(listening, &pending)?;
-        let mut complete = Vec::new();
         // Walk backwards so swap_remove leaves the unvisited indices intact.
         for index in readable.into_iter().rev() {
             read_into(&mut pending, index, &mut chunk, limits, &mut complete);
@@ -121,7 +122,7 @@ pub fn run(
                 read_into(&mut pending, newest, &mut chunk, limits, &mut complete);
             }
         }
-        for job in complete {
+        for job in complete.drain(..) {
             handler.serve(job);
         }
         // After serving, so that answers given back meanwhile do not wait out a poll.

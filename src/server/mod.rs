@@ -3,7 +3,7 @@
 //! ```text
 //! supervisor (single-threaded, no database) --fork--> worker 0..N
 //! worker: T handler threads, each with its own intake (accept + read, poll loop)
-//! handler: parse -> exchange::execute_deferred (PostgreSQL, commits not yet durable)
+//! handler: parse -> exchange::execute (PostgreSQL, commits not yet durable)
 //!          -> render --channel--> flusher: one WAL flush for all that waits -> courier
 //! courier: writes each answer at once, or later if the client's socket is full
 //! ```
