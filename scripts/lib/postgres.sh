@@ -33,9 +33,12 @@ as_pg() {
     fi
 }
 
-# A TCP port on 127.0.0.1 that nothing listens on, from $1 upwards.
+# A TCP port on 127.0.0.1 that nothing listens on, from $1 upwards. Callers start below
+# Linux's ephemeral range (32768-60999): a port in it may still be held by an outgoing
+# connection in TIME_WAIT, which nothing answers on and yet stops a listener binding it
+# (a bench right after the test suite's 14,000 connections met that once).
 free_port() {
-    local port=${1:-55432}
+    local port=${1:-25432}
     while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
         port=$((port + 1))
     done
@@ -148,7 +151,7 @@ bench_cluster() {
     BENCH_PG_DATA=$(mktemp -d "/var/tmp/exchange-$1-XXXXXX")
     [ "$(id -u)" = 0 ] && chmod 755 "$BENCH_PG_DATA"
     local port
-    port=$(free_port 56432)
+    port=$(free_port 26432)
     pg_start "$BENCH_PG_DATA/pg" "$port" "max_wal_size = 2GB"
     case ${TRANSPORT:-tcp} in
         tcp)
