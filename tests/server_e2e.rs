@@ -217,6 +217,7 @@ fn pinned_handler_threads_each_get_their_own_cpu() {
         1,
         &["--threads", "2", "--pin"],
     );
+    // It answered, and a worker's handlers serve only once all of them are placed.
     let placed = placement(server.workers()[0]);
     assert_eq!(placed.get("handler-0"), Some(&vec![first]), "{placed:?}");
     assert_eq!(placed.get("handler-1"), Some(&vec![second]), "{placed:?}");

@@ -48,16 +48,20 @@ pub fn run(listener: TcpListener, slot: usize, cpus: &[usize], settings: &Settin
             spawn("courier".into(), deliver)?,
             spawn("flusher".into(), move || flusher.run(awaiting_out))?,
         ];
+        // No handler serves until every one is on its CPU, so that once a worker has
+        // answered, its placement is final (what a scaling run and its checks rely on).
+        let placed = std::sync::Arc::new(std::sync::Barrier::new(settings.threads));
         let mut handlers = Vec::with_capacity(settings.threads);
         for i in 0..settings.threads {
             let handler = Handler::new(pool.clone(), settings.parse_limits());
             let (listener, awaiting, courier) =
                 (listener.try_clone()?, awaiting_in.clone(), courier.clone());
-            let cpu = cpus.get(i).copied();
+            let (cpu, placed) = (cpus.get(i).copied(), placed.clone());
             handlers.push(spawn(format!("handler-{i}"), move || {
                 if let Some(cpu) = cpu {
                     pin(slot, &format!("handler {i}"), &[cpu]);
                 }
+                placed.wait();
                 let outcome = handler.run(listener, limits, awaiting, courier);
                 if let Err(e) = &outcome {
                     // The worker stops as a whole, and its supervisor replaces it.
