@@ -426,17 +426,53 @@ fn order_ids_increase() {
 fn constraints_back_up_the_code() {
     let ex = Exchange::new("constraints");
     let mut db = sql(&ex.url);
-    db.batch_execute("INSERT INTO accounts VALUES ('1', 10, 10)")
-        .unwrap();
-    for bad in [
-        "UPDATE accounts SET balance = -1",
-        "INSERT INTO positions VALUES ('1', 'X', -1)",
-        "INSERT INTO orders (account_id, symbol, is_buy, amount, limit_price, open_shares) VALUES ('1','X',true,1,0,1)",
-        "INSERT INTO orders (account_id, symbol, is_buy, amount, limit_price, open_shares) VALUES ('1','X',true,1,1,-1)",
-        "INSERT INTO orders (account_id, symbol, is_buy, amount, limit_price, open_shares) VALUES ('1','X',true,2,1,1)",
-    ] {
-        assert!(db.batch_execute(bad).is_err(), "accepted: {bad}");
+    // Valid rows first, so that every statement below is refused for its one bad value.
+    db.batch_execute(
+        "INSERT INTO accounts VALUES ('1', 10, 10);
+         INSERT INTO positions VALUES ('1', 'X', 5);
+         INSERT INTO orders (account_id, symbol, is_buy, amount, limit_price, open_shares)
+              VALUES ('1', 'X', true, 2, 1, 2);",
+    )
+    .unwrap();
+    let order = "INSERT INTO orders (account_id, symbol, is_buy, amount, limit_price, open_shares, filled_shares, canceled_shares, canceled_at) VALUES";
+    let bad = [
+        "UPDATE accounts SET balance = -1".to_string(),
+        "UPDATE accounts SET deposited = -1".into(),
+        "INSERT INTO accounts VALUES ('2', -1, 0)".into(),
+        "INSERT INTO positions VALUES ('1', 'Y', -1)".into(),
+        "UPDATE positions SET shares = shares - 6".into(),
+        "INSERT INTO share_issues (account_id, symbol, shares) VALUES ('1', 'X', 0)".into(),
+        format!("{order} ('1', 'X', true, 0, 1, 0, 0, 0, NULL)"),
+        format!("{order} ('1', 'X', true, 1, 0, 1, 0, 0, NULL)"),
+        format!("{order} ('1', 'X', true, 1, 1, -1, 2, 0, NULL)"),
+        format!("{order} ('1', 'X', true, 1, 1, 2, -1, 0, NULL)"),
+        format!("{order} ('1', 'X', true, 1, 1, 2, 0, -1, now())"),
+        format!("{order} ('1', 'X', true, 2, 1, 1, 0, 0, NULL)"),
+        format!("{order} ('1', 'X', true, 2, 1, 1, 0, 1, NULL)"),
+        format!("{order} ('1', 'X', true, 2, 1, 2, 0, 0, now())"),
+        "UPDATE orders SET open_shares = open_shares - 1".into(),
+        "UPDATE orders SET open_shares = open_shares - 3, filled_shares = filled_shares + 3".into(),
+        "INSERT INTO trades (buy_order_id, sell_order_id, shares, price) SELECT id, id, 0, 1 FROM orders".into(),
+        "INSERT INTO trades (buy_order_id, sell_order_id, shares, price) SELECT id, id, 1, 0 FROM orders".into(),
+    ];
+    for statement in bad {
+        // A check violation, not some other error that a typo here could cause.
+        let refused = db.batch_execute(&statement).err();
+        assert_eq!(
+            refused.as_ref().and_then(|e| e.code()),
+            Some(&postgres::error::SqlState::CHECK_VIOLATION),
+            "{statement}: {refused:?}"
+        );
     }
+    // The same kinds of change, within the rules, are accepted.
+    db.batch_execute(&format!(
+        "UPDATE accounts SET balance = 0;
+         UPDATE positions SET shares = 0;
+         UPDATE orders SET open_shares = 0, canceled_shares = 2, canceled_at = now();
+         {order} ('1', 'X', false, 3, 2, 1, 1, 1, now());
+         INSERT INTO trades (buy_order_id, sell_order_id, shares, price) SELECT min(id), max(id), 1, 2 FROM orders;"
+    ))
+    .unwrap();
 }
 
 #[test]
