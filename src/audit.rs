@@ -4,9 +4,13 @@
 //! - cash: balances plus cash reserved by open buys equal all cash ever deposited;
 //! - each symbol: positions plus shares reserved by open sells equal all shares created;
 //! - nothing is negative;
-//! - every order's open + filled + canceled equals its amount, and its filled part
-//!   equals the sum of its trades;
+//! - every order's open + filled + canceled equals its amount, its filled part equals
+//!   the sum of its trades, and it has a cancel time exactly when shares were canceled;
+//! - every order's account and every trade's two orders exist;
 //! - every trade's price lies between its sell's and its buy's limits.
+//!
+//! The rules that span columns or tables are checked here and not by constraints on
+//! orders and trades, which would tax every order (see the head of `schema.sql`).
 //!
 //! Sums are compared inside PostgreSQL, in NUMERIC, so no total can overflow or round.
 
@@ -53,6 +57,9 @@ const CHECKS: &[&str] = &[
     "SELECT format('order %s: open %s + filled %s + canceled %s <> amount %s', id, open_shares, filled_shares, canceled_shares, amount)
            FROM orders WHERE open_shares + filled_shares + canceled_shares <> amount
          UNION ALL
+         SELECT format('order %s: %s canceled shares, but cancel time %s', id, canceled_shares, coalesce(canceled_at::text, 'none'))
+           FROM orders WHERE (canceled_at IS NULL) <> (canceled_shares = 0)
+         UNION ALL
          SELECT format('order %s: filled %s, but its trades sum to %s', o.id, o.filled_shares, coalesce(t.shares, 0))
            FROM orders o
            LEFT JOIN (SELECT order_id, sum(shares) AS shares FROM (
@@ -60,6 +67,13 @@ const CHECKS: &[&str] = &[
                           UNION ALL SELECT sell_order_id, shares FROM trades) sides
                       GROUP BY order_id) t ON t.order_id = o.id
           WHERE o.filled_shares <> coalesce(t.shares, 0)",
+    "SELECT format('order %s belongs to account %s, which does not exist', o.id, o.account_id)
+           FROM orders o WHERE NOT EXISTS (SELECT 1 FROM accounts a WHERE a.id = o.account_id)
+         UNION ALL
+         SELECT format('trade %s refers to order %s, which does not exist', t.id, t.order_id)
+           FROM (SELECT id, buy_order_id AS order_id FROM trades
+                 UNION ALL SELECT id, sell_order_id FROM trades) t
+          WHERE NOT EXISTS (SELECT 1 FROM orders o WHERE o.id = t.order_id)",
     "SELECT format('trade %s at %s lies outside the limits: buy %s, sell %s', t.id, t.price, b.limit_price, s.limit_price)
            FROM trades t JOIN orders b ON b.id = t.buy_order_id JOIN orders s ON s.id = t.sell_order_id
           WHERE NOT (s.limit_price <= t.price AND t.price <= b.limit_price)
