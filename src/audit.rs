@@ -60,20 +60,20 @@ const CHECKS: &[&str] = &[
          SELECT format('order %s: %s canceled shares, but cancel time %s', id, canceled_shares, coalesce(canceled_at::text, 'none'))
            FROM orders WHERE (canceled_at IS NULL) <> (canceled_shares = 0)
          UNION ALL
-         SELECT format('order %s: filled %s, but its trades sum to %s', o.id, o.filled_shares, coalesce(t.shares, 0))
+         -- One pass over the trades for two rules: an order's fills, and (the FULL
+         -- JOIN's other side) trades whose order does not exist.
+         SELECT CASE WHEN o.id IS NULL
+                     THEN format('trades refer to order %s, which does not exist', t.order_id)
+                     ELSE format('order %s: filled %s, but its trades sum to %s', o.id, o.filled_shares, coalesce(t.shares, 0))
+                END
            FROM orders o
-           LEFT JOIN (SELECT order_id, sum(shares) AS shares FROM (
+           FULL JOIN (SELECT order_id, sum(shares) AS shares FROM (
                           SELECT buy_order_id AS order_id, shares FROM trades
                           UNION ALL SELECT sell_order_id, shares FROM trades) sides
                       GROUP BY order_id) t ON t.order_id = o.id
-          WHERE o.filled_shares <> coalesce(t.shares, 0)",
+          WHERE o.id IS NULL OR o.filled_shares <> coalesce(t.shares, 0)",
     "SELECT format('order %s belongs to account %s, which does not exist', o.id, o.account_id)
-           FROM orders o WHERE NOT EXISTS (SELECT 1 FROM accounts a WHERE a.id = o.account_id)
-         UNION ALL
-         SELECT format('trade %s refers to order %s, which does not exist', t.id, t.order_id)
-           FROM (SELECT id, buy_order_id AS order_id FROM trades
-                 UNION ALL SELECT id, sell_order_id FROM trades) t
-          WHERE NOT EXISTS (SELECT 1 FROM orders o WHERE o.id = t.order_id)",
+           FROM orders o WHERE NOT EXISTS (SELECT 1 FROM accounts a WHERE a.id = o.account_id)",
     "SELECT format('trade %s at %s lies outside the limits: buy %s, sell %s', t.id, t.price, b.limit_price, s.limit_price)
            FROM trades t JOIN orders b ON b.id = t.buy_order_id JOIN orders s ON s.id = t.sell_order_id
           WHERE NOT (s.limit_price <= t.price AND t.price <= b.limit_price)

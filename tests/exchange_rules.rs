@@ -4,6 +4,7 @@
 mod common;
 
 use common::{count, parts, sql, Exchange};
+use postgres::error::SqlState;
 
 #[test]
 fn create_runs_children_in_document_order_each_on_its_own() {
@@ -452,15 +453,7 @@ fn constraints_back_up_the_code() {
         "INSERT INTO trades (buy_order_id, sell_order_id, shares, price) SELECT id, id, 0, 1 FROM orders".into(),
         "INSERT INTO trades (buy_order_id, sell_order_id, shares, price) SELECT id, id, 1, 0 FROM orders".into(),
     ];
-    for statement in bad {
-        // A check violation, not some other error that a typo here could cause.
-        let refused = db.batch_execute(&statement).err();
-        assert_eq!(
-            refused.as_ref().and_then(|e| e.code()),
-            Some(&postgres::error::SqlState::CHECK_VIOLATION),
-            "{statement}: {refused:?}"
-        );
-    }
+    each_refused_with(&mut db, &bad, &SqlState::CHECK_VIOLATION);
     // The same kinds of change, within the rules, are accepted.
     db.batch_execute(&format!(
         "UPDATE accounts SET balance = 0;
@@ -472,13 +465,27 @@ fn constraints_back_up_the_code() {
     .unwrap();
 }
 
+/// Runs each statement on its own and requires that the database refused it with
+/// `code`, not with some other error that a typo in the statement could cause.
+fn each_refused_with(db: &mut postgres::Client, statements: &[impl AsRef<str>], code: &SqlState) {
+    for statement in statements {
+        let statement = statement.as_ref();
+        let refused = db.batch_execute(statement).err();
+        assert_eq!(
+            refused.as_ref().and_then(|e| e.code()),
+            Some(code),
+            "{statement}: {refused:?}"
+        );
+    }
+}
+
 #[test]
 fn accounts_and_orders_are_never_deleted_or_renumbered() {
     let mut ex = Exchange::new("ledger_kept");
     ex.setup(&[("1", "100")], &[]);
     ex.order("1", "X", "1", "1");
     let mut db = sql(&ex.url);
-    for statement in [
+    let kept = [
         "DELETE FROM accounts",
         "DELETE FROM accounts WHERE id = '404'",
         "TRUNCATE accounts CASCADE",
@@ -486,14 +493,8 @@ fn accounts_and_orders_are_never_deleted_or_renumbered() {
         "DELETE FROM orders",
         "TRUNCATE orders",
         "UPDATE orders SET id = DEFAULT",
-    ] {
-        let refused = db.batch_execute(statement).err();
-        assert_eq!(
-            refused.as_ref().and_then(|e| e.code()),
-            Some(&postgres::error::SqlState::RESTRICT_VIOLATION),
-            "{statement}: {refused:?}"
-        );
-    }
+    ];
+    each_refused_with(&mut db, &kept, &SqlState::RESTRICT_VIOLATION);
     assert_eq!(count(&ex.url, "SELECT count(*) FROM accounts"), 1);
     assert_eq!(count(&ex.url, "SELECT count(*) FROM orders"), 1);
     // Other columns of the same rows still change.
@@ -509,8 +510,9 @@ fn accounts_and_orders_are_never_deleted_or_renumbered() {
 fn the_audit_finds_what_the_constraints_leave_to_it() {
     let mut ex = Exchange::new("audit_rules");
     ex.setup(&[("1", "1000"), ("2", "0")], &[("X", "2", "10")]);
-    ex.order("2", "X", "-4", "5");
+    let sell: i64 = ex.order("2", "X", "-4", "5").parse().unwrap();
     ex.order("1", "X", "3", "5");
+    let dangling = format!("trades refer to order {}, which does not exist", sell + 100);
     let mut db = sql(&ex.url);
     let findings = |db: &mut postgres::Client| exchange::audit::audit(db).unwrap().discrepancies;
     assert_eq!(findings(&mut db), Vec::<String>::new());
@@ -538,7 +540,7 @@ fn the_audit_finds_what_the_constraints_leave_to_it() {
         (
             "UPDATE trades SET sell_order_id = sell_order_id + 100",
             "UPDATE trades SET sell_order_id = sell_order_id - 100",
-            "which does not exist",
+            &dangling,
         ),
     ];
     for (break_it, undo, finding) in cases {
