@@ -8,6 +8,7 @@
 
 use crate::model::{AccountId, OrderId, Symbol};
 use crate::number::{self, Sign};
+use crate::protocol::render::{self, FILL_BYTES_MAX, FILL_BYTES_MIN, ORDER_STATE_BYTES_MAX};
 use crate::protocol::{CreateItem, Outcome, Request, Response, SymbolChild, TransactionItem};
 use crate::rejection::{Rejection, OUTCOME_UNKNOWN};
 use crate::store::{Canceled, OrderRefusal, Placed, Session, StoreError};
@@ -67,19 +68,40 @@ pub enum Executed {
 /// Executes `request`, one database transaction per operation, in document order. Its
 /// commits are not yet durable: the caller sends the response only once they are,
 /// through [`settle`] on the same session or a worker's flusher.
-pub fn execute(request: &Request, sessions: &mut dyn Sessions) -> Executed {
+///
+/// The answer's parts add up to at most `answer_bytes_max` (docs/PROTOCOL.md, Limits):
+/// an order's state that would not fit is never read past the bound, and its place
+/// gets an error instead; a cancel whose answer would not fit is not carried out.
+pub fn execute(
+    request: &Request,
+    sessions: &mut dyn Sessions,
+    answer_bytes_max: usize,
+) -> Executed {
     let mut run = Run {
         sessions,
         database_failed: false,
         database_answered: false,
+        answer_bytes_left: answer_bytes_max,
+        answer_bytes_max,
     };
     let outcomes = match request {
-        Request::Create(items) => items.iter().flat_map(|item| run.create(item)).collect(),
+        Request::Create(items) => {
+            let mut outcomes = Vec::with_capacity(items.len());
+            for item in items {
+                for outcome in run.create(item) {
+                    outcomes.push(run.within_bound(outcome));
+                }
+            }
+            outcomes
+        }
         Request::Transactions { account, items } => {
             let mut on_behalf = OnBehalf::new(account.as_deref());
             items
                 .iter()
-                .map(|item| run.transaction_item(&mut on_behalf, item))
+                .map(|item| {
+                    let outcome = run.transaction_item(&mut on_behalf, item);
+                    run.within_bound(outcome)
+                })
                 .collect()
         }
     };
@@ -106,6 +128,9 @@ struct Run<'a> {
     /// Set by the first operation the database answered: the request's results then
     /// wait for durability.
     database_answered: bool,
+    /// What the answer's remaining parts may add up to.
+    answer_bytes_left: usize,
+    answer_bytes_max: usize,
 }
 
 /// The account a `<transactions>` acts for, and what is known about its existence.
@@ -143,6 +168,33 @@ fn required<'v>(value: &'v Option<String>, name: &'static str) -> Result<&'v str
 }
 
 impl Run<'_> {
+    /// Counts `outcome` against the answer's bound. Order states were read only as far
+    /// as they could fit; one that still does not (long numbers) becomes an error.
+    fn within_bound(&mut self, outcome: Outcome) -> Outcome {
+        let bytes = render::outcome_bytes(&outcome);
+        let outcome = match outcome {
+            Outcome::Status { id, .. } if bytes > self.answer_bytes_left => {
+                error(vec![("id", id)], self.too_large())
+            }
+            outcome => outcome,
+        };
+        let bytes = render::outcome_bytes(&outcome);
+        self.answer_bytes_left = self.answer_bytes_left.saturating_sub(bytes);
+        outcome
+    }
+
+    fn too_large(&self) -> Rejection {
+        Rejection::AnswerTooLarge(self.answer_bytes_max)
+    }
+
+    /// The most fills an order's state may have and still fit in what is left of the
+    /// answer: at the least size per fill when only read (the exact size is checked
+    /// after), at the greatest when a cancel depends on it.
+    fn fills_that_fit(&self, bytes_per_fill: usize) -> i64 {
+        let left = self.answer_bytes_left.saturating_sub(ORDER_STATE_BYTES_MAX);
+        i64::try_from(left / bytes_per_fill).map_or(i64::MAX - 1, |n| n.min(i64::MAX - 1))
+    }
+
     /// Runs one database operation, or refuses to after an earlier failure.
     fn with_session<T>(
         &mut self,
@@ -245,6 +297,9 @@ impl Run<'_> {
             let symbol = Symbol::parse(sym_text).ok_or(Rejection::SymbolInvalid)?;
             let id_text = required(id, "id")?;
             let account = AccountId::parse(id_text).ok_or(Rejection::AccountIdInvalid)?;
+            let shares = shares
+                .as_deref()
+                .ok_or(Rejection::SharesInvalid(number::NumberError::Malformed))?;
             let shares = number::parse(shares, Sign::Unsigned).map_err(Rejection::SharesInvalid)?;
             if shares <= Decimal::ZERO {
                 return Err(Rejection::SharesNotPositive);
@@ -362,7 +417,9 @@ impl Run<'_> {
         id: &Option<String>,
     ) -> Result<Outcome, Rejection> {
         let (account, id_text, order) = Self::order_named(on_behalf, id)?;
-        match self.with_session(|s| s.order_state(&account, order))? {
+        let fills_max = self.fills_that_fit(FILL_BYTES_MIN);
+        match self.with_session(|s| s.order_state(&account, order, fills_max))? {
+            Some(state) if state.fills.len() as i64 > fills_max => Err(self.too_large()),
             Some(state) => Ok(Outcome::Status {
                 id: id_text.to_string(),
                 state,
@@ -377,19 +434,25 @@ impl Run<'_> {
         id: &Option<String>,
     ) -> Result<Outcome, Rejection> {
         let (account, id_text, order) = Self::order_named(on_behalf, id)?;
-        match self.with_session(|s| s.cancel_order(&account, order))? {
+        let fills_max = self.fills_that_fit(FILL_BYTES_MAX);
+        match self.with_session(|s| s.cancel_order(&account, order, fills_max))? {
             Canceled::Canceled => {
                 // A canceled order never changes again, so reading it afterwards is exact.
-                let state = self.with_session(|s| s.order_state(&account, order))?;
+                let state = self.with_session(|s| s.order_state(&account, order, fills_max))?;
                 let Some(state) = state else {
                     panic!("order {order} of account {account} vanished after its cancel");
                 };
+                assert!(
+                    state.fills.len() as i64 <= fills_max,
+                    "cancel_order let through an order with more fills than fit"
+                );
                 Ok(Outcome::Canceled {
                     id: id_text.to_string(),
                     state,
                 })
             }
             Canceled::NothingOpen => Err(Rejection::OrderHasNothingOpen),
+            Canceled::TooLarge => Err(self.too_large()),
             Canceled::NotFound => Err(self.order_missing(on_behalf, &account)),
         }
     }

@@ -46,16 +46,20 @@ impl Symbol {
 }
 
 impl OrderId {
+    /// Names no order: what an id too large for any order the server could have given
+    /// parses to (ids start at 1).
+    pub const NONE: OrderId = OrderId(0);
+
     /// Order ids are positive base-10 integers; anything else names no order.
     pub fn parse(text: &str) -> Option<OrderId> {
-        let digits_only =
-            !text.is_empty() && text.len() <= 18 && text.bytes().all(|b| b.is_ascii_digit());
-        let id: i64 = if digits_only {
-            text.parse().ok()?
-        } else {
+        if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
             return None;
-        };
-        (id > 0).then_some(OrderId(id))
+        }
+        let significant = text.trim_start_matches('0');
+        if significant.is_empty() {
+            return None;
+        }
+        Some(significant.parse().map_or(OrderId::NONE, OrderId))
     }
 }
 
@@ -126,7 +130,14 @@ mod tests {
     #[test]
     fn order_ids_are_positive_integers() {
         assert_eq!(OrderId::parse("42"), Some(OrderId(42)));
-        for bad in ["0", "-1", "", "1.5", "abc", "99999999999999999999", "+4"] {
+        assert_eq!(OrderId::parse("0042"), Some(OrderId(42)));
+        let largest = i64::MAX.to_string();
+        assert_eq!(OrderId::parse(&largest), Some(OrderId(i64::MAX)));
+        // Positive integers, but larger than any order id can be.
+        for beyond in ["9223372036854775808", "99999999999999999999"] {
+            assert_eq!(OrderId::parse(beyond), Some(OrderId::NONE), "{beyond:?}");
+        }
+        for bad in ["0", "000", "-1", "", "1.5", "abc", "+4", " 4", "٤"] {
             assert_eq!(OrderId::parse(bad), None, "{bad:?}");
         }
     }

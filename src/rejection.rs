@@ -39,6 +39,8 @@ pub enum Rejection {
     OrderHasNothingOpen,
     UnknownElement(String),
     MissingAttribute(&'static str),
+    /// The operation's answer would take the whole answer past this many bytes.
+    AnswerTooLarge(usize),
     /// The database failed; this operation did not run.
     ServiceUnavailable(String),
     /// The connection to the database broke while this operation ran: it may or may
@@ -75,6 +77,11 @@ impl fmt::Display for Rejection {
             OrderHasNothingOpen => f.write_str("order has nothing open to cancel"),
             UnknownElement(name) => write!(f, "unknown element <{name}>"),
             MissingAttribute(name) => write!(f, "missing attribute {name}"),
+            AnswerTooLarge(bytes_max) => write!(
+                f,
+                "answer too large: this operation's part would take the answer past \
+                 {bytes_max} bytes, so it was not carried out; send it in a request of its own"
+            ),
             ServiceUnavailable(why) => write!(f, "{NOT_EXECUTED}: {why}"),
             OutcomeUnknown(why) => write!(
                 f,
@@ -120,6 +127,7 @@ mod tests {
             OrderHasNothingOpen,
             UnknownElement("x".into()),
             MissingAttribute("id"),
+            AnswerTooLarge(1),
         ];
         for failure in failures {
             assert!(is_service_failure(&failure.to_string()), "{failure:?}");

@@ -126,10 +126,47 @@ pub fn config(url: &str, timeouts: DatabaseTimeouts) -> Result<postgres::Config,
     Ok(config)
 }
 
-/// Connects once and applies the schema (serialised, so workers may race safely).
-pub fn prepare_database(config: &postgres::Config) -> Result<(), StoreError> {
+/// Connects once, applies the schema (serialised, so servers may race safely), and
+/// checks that `connections` more sessions fit the slots the database has free.
+pub fn prepare_database(config: &postgres::Config, connections: usize) -> Result<(), StoreError> {
     let mut client = config.connect(NoTls)?;
-    apply_schema(&mut client)
+    apply_schema(&mut client)?;
+    let free = free_connection_slots(&mut client)?;
+    if connections as i64 > free {
+        return Err(StoreError::Failed(format!(
+            "the server would open {connections} database connections (workers x (threads \
+             + 1)), but the database has {free} free for this role and database; lower \
+             --workers or --threads, or raise max_connections"
+        )));
+    }
+    Ok(())
+}
+
+/// Sessions this role may still open on this database, counting the one asking as
+/// free: the least of what the cluster, the role's and the database's connection
+/// limits leave. A superuser may also take the slots reserved for superusers, and
+/// no role or database limit binds it.
+fn free_connection_slots(client: &mut Client) -> Result<i64, StoreError> {
+    let row = client.query_one(
+        "SELECT least(
+                current_setting('max_connections')::int
+                  - CASE WHEN r.rolsuper THEN 0
+                         ELSE current_setting('superuser_reserved_connections')::int END
+                  - (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'),
+                CASE WHEN r.rolconnlimit < 0 OR r.rolsuper THEN NULL
+                     ELSE r.rolconnlimit - (SELECT count(*) FROM pg_stat_activity
+                                             WHERE usesysid = r.oid
+                                               AND backend_type = 'client backend') END,
+                CASE WHEN d.datconnlimit < 0 OR r.rolsuper THEN NULL
+                     ELSE d.datconnlimit - (SELECT count(*) FROM pg_stat_activity
+                                             WHERE datid = d.oid
+                                               AND backend_type = 'client backend') END
+              )::bigint + 1
+           FROM pg_roles r, pg_database d
+          WHERE r.rolname = current_user AND d.datname = current_database()",
+        &[],
+    )?;
+    Ok(row.try_get(0)?)
 }
 
 pub fn apply_schema(client: &mut Client) -> Result<(), StoreError> {
@@ -141,17 +178,43 @@ pub fn apply_schema(client: &mut Client) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// A pool of `size` connections; fails if the database cannot be reached now.
+/// A pool of `size` connections; fails if the database cannot be reached now, naming
+/// the database's own reason (SQLSTATE and message) when it gave one.
 pub fn pool(
     config: postgres::Config,
     size: u32,
     timeouts: DatabaseTimeouts,
 ) -> Result<Pool<Manager>, StoreError> {
+    let last_error = LastError::default();
     Pool::builder()
         .max_size(size)
         .connection_timeout(Duration::from_millis(timeouts.connect_ms))
+        .error_handler(Box::new(last_error.clone()))
         .build(PostgresConnectionManager::new(config, NoTls))
-        .map_err(|e| StoreError::Unavailable(e.to_string()))
+        .map_err(|e| {
+            let cause = last_error
+                .take()
+                .map_or_else(|| e.to_string(), |c| c.to_string());
+            StoreError::Unavailable(format!("cannot open {size} connections: {cause}"))
+        })
+}
+
+/// Keeps the pool's last connection error: r2d2's own error says only "db error".
+#[derive(Clone, Debug, Default)]
+struct LastError(std::sync::Arc<std::sync::Mutex<Option<StoreError>>>);
+
+impl LastError {
+    fn take(&self) -> Option<StoreError> {
+        self.0.lock().ok()?.take()
+    }
+}
+
+impl r2d2::HandleError<postgres::Error> for LastError {
+    fn handle_error(&self, error: postgres::Error) {
+        if let Ok(mut last) = self.0.lock() {
+            *last = Some(StoreError::from(error));
+        }
+    }
 }
 
 /// Why an order was not opened, as the database saw it.
@@ -175,6 +238,8 @@ pub enum Canceled {
     Canceled,
     NotFound,
     NothingOpen,
+    /// Not canceled: the order has more fills than its answer may carry.
+    TooLarge,
 }
 
 struct Statements {
@@ -203,7 +268,7 @@ impl Statements {
                 "SELECT rejection, order_id, {COMMIT_DEFERRED} FROM place_order($1, $2, $3, $4)"
             ))?,
             cancel_order: client
-                .prepare(&format!("SELECT cancel_order($1, $2), {COMMIT_DEFERRED}"))?,
+                .prepare(&format!("SELECT cancel_order($1, $2, $3), {COMMIT_DEFERRED}"))?,
             order_state: client.prepare(
                 "SELECT o.open_shares, o.canceled_shares, floor(extract(epoch FROM o.canceled_at))::bigint,
                         t.shares, t.price, floor(extract(epoch FROM t.traded_at))::bigint
@@ -214,7 +279,8 @@ impl Statements {
                         SELECT id, shares, price, traded_at FROM trades WHERE sell_order_id = o.id
                    ) t ON true
                   WHERE o.id = $1 AND o.account_id = $2
-                  ORDER BY t.id",
+                  ORDER BY t.id
+                  LIMIT $3::bigint + 1",
             )?,
             // A commit waits for the WAL only if its transaction has an id and wrote
             // WAL; an empty transactional logical message is the smallest write that
@@ -328,17 +394,21 @@ impl Session {
         Ok(placed)
     }
 
+    /// Cancels the order's open part, unless it has more than `fills_max` fills.
     pub fn cancel_order(
         &mut self,
         account: &AccountId,
         order: OrderId,
+        fills_max: i64,
     ) -> Result<Canceled, StoreError> {
-        let row =
-            self.retrying(|c, s| c.query_one(&s.cancel_order, &[&account.as_str(), &order.0]))?;
+        let row = self.retrying(|c, s| {
+            c.query_one(&s.cancel_order, &[&account.as_str(), &order.0, &fills_max])
+        })?;
         match row.try_get::<_, &str>(0)? {
             "canceled" => Ok(Canceled::Canceled),
             "not_found" => Ok(Canceled::NotFound),
             "not_open" => Ok(Canceled::NothingOpen),
+            "too_large" => Ok(Canceled::TooLarge),
             other => Err(StoreError::Failed(format!(
                 "cancel_order answered {other:?}"
             ))),
@@ -357,13 +427,16 @@ impl Session {
         Ok(())
     }
 
-    /// The order's state if it exists and belongs to `account`.
+    /// The order's state if it exists and belongs to `account`, with at most
+    /// `fills_max` + 1 of its fills (more than `fills_max` tells the caller it has more).
     pub fn order_state(
         &mut self,
         account: &AccountId,
         order: OrderId,
+        fills_max: i64,
     ) -> Result<Option<OrderState>, StoreError> {
-        let rows = self.retrying(|c, s| c.query(&s.order_state, &[&order.0, &account.as_str()]))?;
+        let rows = self
+            .retrying(|c, s| c.query(&s.order_state, &[&order.0, &account.as_str(), &fills_max]))?;
         let Some(first) = rows.first() else {
             return Ok(None);
         };

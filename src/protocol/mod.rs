@@ -44,8 +44,15 @@ pub enum CreateItem {
 /// A child of `<symbol>`: normally `<account id="ID">SHARES</account>`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SymbolChild {
-    Account { id: Option<String>, shares: String },
-    Unknown { name: String },
+    /// `shares` is the text with XML whitespace trimmed, or None if the element holds
+    /// elements too (`1<b/>0` is no share count).
+    Account {
+        id: Option<String>,
+        shares: Option<String>,
+    },
+    Unknown {
+        name: String,
+    },
 }
 
 /// A child of `<transactions>`.

@@ -94,10 +94,18 @@ fn symbol_child(e: Element) -> SymbolChild {
     match e.name.as_str() {
         "account" => SymbolChild::Account {
             id: e.attr("id"),
-            shares: e.text.trim().to_string(),
+            shares: e
+                .children
+                .is_empty()
+                .then(|| e.text.trim_matches(is_xml_whitespace).to_string()),
         },
         _ => SymbolChild::Unknown { name: e.name },
     }
+}
+
+/// XML's own whitespace; other Unicode spaces (NO-BREAK SPACE, say) are content.
+fn is_xml_whitespace(c: char) -> bool {
+    matches!(c, ' ' | '\t' | '\n' | '\r')
 }
 
 fn transaction_item(e: Element) -> TransactionItem {
@@ -147,7 +155,7 @@ mod tests {
                     sym: Some("SPY".into()),
                     children: vec![SymbolChild::Account {
                         id: Some("123456".into()),
-                        shares: "100000".into()
+                        shares: Some("100000".into())
                     }],
                 },
                 CreateItem::Unknown {

@@ -26,6 +26,21 @@ pub fn render(response: &Response) -> Vec<u8> {
     out.into_bytes()
 }
 
+/// The bytes `outcome` adds to a `<results>` answer, exactly as [`render`] writes it.
+pub fn outcome_bytes(outcome: &Outcome) -> usize {
+    let mut out = String::new();
+    outcome_into(&mut out, outcome);
+    out.len()
+}
+
+/// Bytes of one `<executed>` part at the least (every number one digit) and at the
+/// most (every number at the protocol's longest, a time of 19 digits).
+pub const FILL_BYTES_MIN: usize = 46;
+pub const FILL_BYTES_MAX: usize = FILL_BYTES_MIN + 2 * 23 + 18;
+/// Bytes of a `<status>` or `<canceled>` answer less its fills, at the most, for an
+/// id of up to 19 digits.
+pub const ORDER_STATE_BYTES_MAX: usize = 200;
+
 fn outcome_into(out: &mut String, outcome: &Outcome) {
     match outcome {
         Outcome::AccountCreated { id } => {

@@ -47,18 +47,14 @@ pub fn read_tree(
         return reject("request is not valid UTF-8");
     };
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    if let Some(c) = text.chars().find(|&c| is_forbidden_char(c)) {
-        return reject(format!(
-            "request contains the character U+{:04X}, which XML forbids",
-            c as u32
-        ));
-    }
+    refuse_forbidden_chars(text)?;
     let mut reader = Reader::from_str(text);
     reader.config_mut().check_end_names = true;
     let mut stack: Vec<Element> = Vec::new();
     let mut root: Option<Element> = None;
     let mut elements = 0usize;
     loop {
+        let event_start = reader.buffer_position();
         let event = match reader.read_event() {
             Ok(event) => event,
             Err(e) => {
@@ -69,6 +65,9 @@ pub fn read_tree(
             }
         };
         match event {
+            Event::Decl(_) if event_start != 0 => {
+                return reject("the XML declaration may only come first, with nothing before it");
+            }
             Event::Decl(decl) => {
                 if let Some(encoding) = decl.encoding() {
                     let encoding = encoding
@@ -84,6 +83,15 @@ pub fn read_tree(
                 }
             }
             Event::DocType(_) => return reject("DOCTYPE is not allowed"),
+            Event::PI(pi) if pi.target().eq_ignore_ascii_case(b"xml") => {
+                return reject("the XML declaration may only come first, with nothing before it");
+            }
+            Event::Comment(comment) if comment.contains(&b'-') => {
+                let text: &[u8] = &comment;
+                if text.windows(2).any(|w| w == b"--") || text.ends_with(b"-") {
+                    return reject("a comment may not contain -- or end with -");
+                }
+            }
             Event::PI(_) | Event::Comment(_) => {}
             Event::Start(_) | Event::Empty(_) if root.is_some() => {
                 return reject("more than one root element");
@@ -111,6 +119,7 @@ pub fn read_tree(
                 let content = t
                     .unescape()
                     .map_err(|e| ParseError(format!("bad character data: {e}")))?;
+                refuse_forbidden_chars(&content)?;
                 match stack.last_mut() {
                     Some(open) => open.text.push_str(&content),
                     None if content.trim().is_empty() => {}
@@ -144,6 +153,18 @@ fn close(stack: &mut [Element], root: &mut Option<Element>, done: Element) {
     }
 }
 
+/// Refuses text holding a character XML 1.0 forbids, whether written as itself or as
+/// a character reference (`&#1;` is no more allowed than the byte 0x01).
+fn refuse_forbidden_chars(text: &str) -> Result<(), ParseError> {
+    match text.chars().find(|&c| is_forbidden_char(c)) {
+        Some(c) => reject(format!(
+            "request contains the character U+{:04X}, which XML forbids",
+            c as u32
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Characters XML 1.0 does not allow in a document.
 fn is_forbidden_char(c: char) -> bool {
     (c < ' ' && !matches!(c, '\t' | '\n' | '\r')) || c == '\u{fffe}' || c == '\u{ffff}'
@@ -158,6 +179,7 @@ fn element(start: &BytesStart<'_>) -> Result<Element, ParseError> {
         let value = attr
             .unescape_value()
             .map_err(|e| ParseError(format!("bad value of {key} in <{name}>: {e}")))?;
+        refuse_forbidden_chars(&value)?;
         attrs.push((key, value.into_owned()));
     }
     Ok(Element {

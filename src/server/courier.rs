@@ -5,9 +5,14 @@
 //! client to read: that would hold a database session, or every answer behind it,
 //! hostage to the slowest reader. Almost every answer fits the socket's buffer, so the
 //! courier thread sees only the rare large answer to a slow reader.
+//!
+//! A client that keeps reading gets its whole answer, however long it is; one that
+//! takes nothing for `stall` is cut off. The answers the courier holds add up to at
+//! most `unsent_bytes_max`: past it, the one that has waited longest is cut off.
 
 use crossbeam_channel::{Receiver, Sender};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use std::collections::VecDeque;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::AsFd;
@@ -22,7 +27,7 @@ struct Delivery {
     stream: TcpStream,
     bytes: Vec<u8>,
     written: usize,
-    /// Until when the client may take to read it; then the connection is dropped.
+    /// The client must take more of it before then, or the connection is dropped.
     deadline: Instant,
 }
 
@@ -34,12 +39,15 @@ enum Progress {
 }
 
 impl Delivery {
-    fn advance(&mut self) -> Progress {
+    fn advance(&mut self, stall: Duration) -> Progress {
         let mut writer = &self.stream;
         while self.written < self.bytes.len() {
             match writer.write(&self.bytes[self.written..]) {
                 Ok(0) => return Progress::Done,
-                Ok(n) => self.written += n,
+                Ok(n) => {
+                    self.written += n;
+                    self.deadline = Instant::now() + stall;
+                }
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return Progress::Blocked,
                 Err(_) => return Progress::Done,
@@ -50,48 +58,79 @@ impl Delivery {
     }
 }
 
+/// Bounds of delivery.
+#[derive(Clone, Copy, Debug)]
+pub struct DeliveryLimits {
+    /// How long a client may take no byte of its answer.
+    pub stall: Duration,
+    /// What the answers waiting for slow readers may add up to.
+    pub unsent_bytes_max: usize,
+}
+
 /// A handle for delivering answers; cheap to clone, one per thread that answers.
 #[derive(Clone)]
 pub struct Courier {
     blocked: Sender<Delivery>,
+    stall: Duration,
 }
 
 impl Courier {
     /// A handle, and the loop to run on the courier's own thread. The loop returns once
     /// every handle is dropped and every blocked delivery finished or expired.
-    pub fn new() -> (Courier, impl FnOnce() + Send + 'static) {
+    pub fn new(limits: DeliveryLimits) -> (Courier, impl FnOnce() + Send + 'static) {
         let (blocked, deliveries) = crossbeam_channel::unbounded();
-        (Courier { blocked }, move || run(deliveries))
+        let courier = Courier {
+            blocked,
+            stall: limits.stall,
+        };
+        (courier, move || run(deliveries, limits))
     }
 
     /// Writes `bytes` and closes the connection, now or on the courier thread.
-    pub fn deliver(&self, stream: TcpStream, bytes: Vec<u8>, deadline: Instant) {
+    pub fn deliver(&self, stream: TcpStream, bytes: Vec<u8>) {
         let mut delivery = Delivery {
             stream,
             bytes,
             written: 0,
-            deadline,
+            deadline: Instant::now() + self.stall,
         };
-        if let Progress::Blocked = delivery.advance() {
+        if let Progress::Blocked = delivery.advance(self.stall) {
             // Fails only once the courier has gone, at the very end of a stop.
             let _ = self.blocked.send(delivery);
         }
     }
 }
 
-fn run(deliveries: Receiver<Delivery>) {
-    let mut blocked: Vec<Delivery> = Vec::new();
+fn run(deliveries: Receiver<Delivery>, limits: DeliveryLimits) {
+    // Oldest first, so that the bound cuts off the answer that has waited longest.
+    let mut blocked: VecDeque<Delivery> = VecDeque::new();
     loop {
         if blocked.is_empty() {
             match deliveries.recv() {
-                Ok(delivery) => blocked.push(delivery),
+                Ok(delivery) => blocked.push_back(delivery),
                 Err(_) => return,
             }
         }
         blocked.extend(deliveries.try_iter());
-        wait_writable(&blocked);
+        let mut unsent: usize = blocked.iter().map(Delivery::unsent).sum();
+        while unsent > limits.unsent_bytes_max {
+            let Some(cut) = blocked.pop_front() else {
+                break;
+            };
+            unsent -= cut.unsent();
+        }
+        wait_writable(blocked.make_contiguous());
         let now = Instant::now();
-        blocked.retain_mut(|d| matches!(d.advance(), Progress::Blocked) && d.deadline > now);
+        blocked.retain_mut(|d| {
+            matches!(d.advance(limits.stall), Progress::Blocked) && d.deadline > now
+        });
+    }
+}
+
+impl Delivery {
+    /// Bytes held for the client, counted at the buffer's capacity.
+    fn unsent(&self) -> usize {
+        self.bytes.capacity()
     }
 }
 

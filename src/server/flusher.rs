@@ -31,8 +31,6 @@ pub struct Awaiting {
     pub stream: TcpStream,
     /// The rendered answer (rendered by the handler: this thread is one per worker).
     pub bytes: Vec<u8>,
-    /// Until when the client may take to read the answer.
-    pub deadline: Instant,
     /// Taken before the request's first statement was sent.
     pub began: Instant,
     /// Which of its handler's sessions made the request's commits.
@@ -74,14 +72,13 @@ impl Flusher {
             let opened = self.flush();
             for answer in batch.drain(..) {
                 if opened.is_some_and(|opened| opened <= answer.began) {
-                    self.courier
-                        .deliver(answer.stream, answer.bytes, answer.deadline);
+                    self.courier.deliver(answer.stream, answer.bytes);
                 } else if let Err(returned) = answer.owner.clone().send(answer) {
                     // The handler has gone: it waits for its answers before it exits, so
                     // only a handler that died ends here, and nobody can vouch.
                     let answer = returned.into_inner();
                     let bytes = protocol::render(&exchange::not_durable(&SESSION_GONE));
-                    self.courier.deliver(answer.stream, bytes, answer.deadline);
+                    self.courier.deliver(answer.stream, bytes);
                 }
             }
         }

@@ -7,23 +7,31 @@
 
 use crate::exchange::{self, Executed, Sessions};
 use crate::protocol::{self, ParseLimits, Response};
+use crate::server::abandoned::abandoned;
 use crate::server::courier::Courier;
 use crate::server::flusher::{Awaiting, SESSION_GONE};
-use crate::server::intake::{self, IntakeLimits, Job, Serve};
+use crate::server::intake::{answer_and_close, Intake, Job, Serve};
 
 use crate::server::log;
 use crate::store::{Manager, Session, StoreError};
 use crossbeam_channel::{Receiver, Sender};
 use r2d2::Pool;
-use std::net::TcpListener;
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+/// The bounds a handler executes requests under.
+#[derive(Clone, Copy, Debug)]
+pub struct HandlerLimits {
+    pub parse: ParseLimits,
+    pub response_bytes_max: usize,
+}
 
 pub struct Handler {
     pool: Pool<Manager>,
     session: Option<Session>,
     /// Sessions opened so far: names the one that made a request's commits.
     sessions_opened: u64,
-    limits: ParseLimits,
+    limits: HandlerLimits,
 }
 
 impl Sessions for Handler {
@@ -53,7 +61,7 @@ impl Sessions for Handler {
 }
 
 impl Handler {
-    pub fn new(pool: Pool<Manager>, limits: ParseLimits) -> Handler {
+    pub fn new(pool: Pool<Manager>, limits: HandlerLimits) -> Handler {
         Handler {
             pool,
             session: None,
@@ -62,24 +70,24 @@ impl Handler {
         }
     }
 
-    /// Serves requests from its own intake on `listener` until a stop is requested, then
-    /// waits for the flusher to let go of every answer it was given.
+    /// Serves requests from the worker's intake until a stop is requested, then waits
+    /// for the flusher to let go of every answer it was given.
     pub fn run(
         mut self,
-        listener: TcpListener,
-        limits: IntakeLimits,
+        intake: &Intake,
         flusher: Sender<Awaiting>,
         courier: Courier,
     ) -> std::io::Result<()> {
         let (owner, returned) = crossbeam_channel::unbounded();
         let mut serving = Serving {
             handler: &mut self,
+            intake,
             flusher,
             owner,
             returned: &returned,
             courier: &courier,
         };
-        let outcome = intake::run(listener, &mut serving, limits);
+        let outcome = intake.run(&mut serving);
         drop(serving);
         // The answers the flusher still holds each carry a sender of `returned`: it
         // closes once the flusher has sent or given back the last of them.
@@ -98,20 +106,14 @@ impl Handler {
     ) {
         let began = Instant::now();
         let executed = self.execute(&job.document);
-        // The answer usually fits the socket's buffer at once; a slow reader gets until
-        // the request's deadline, and at least a moment.
-        let deadline = job
-            .deadline
-            .max(Instant::now() + Duration::from_millis(100));
         match executed {
             Executed::Ready(response) => {
-                courier.deliver(job.stream, protocol::render(&response), deadline);
+                courier.deliver(job.stream, protocol::render(&response));
             }
             Executed::AwaitsDurability(response) => {
                 let awaiting = Awaiting {
                     stream: job.stream,
                     bytes: protocol::render(&response),
-                    deadline,
                     began,
                     session: self.sessions_opened,
                     owner: owner.clone(),
@@ -135,13 +137,17 @@ impl Handler {
             Ok(()) => answer.bytes,
             Err(why) => protocol::render(&exchange::not_durable(&why)),
         };
-        courier.deliver(answer.stream, bytes, answer.deadline);
+        courier.deliver(answer.stream, bytes);
     }
 
     /// Parses and executes one request, leaving its durability to the caller.
     fn execute(&mut self, document: &[u8]) -> Executed {
-        match protocol::parse(document, self.limits) {
-            Ok(request) => exchange::execute(&request, self),
+        let HandlerLimits {
+            parse,
+            response_bytes_max,
+        } = self.limits;
+        match protocol::parse(document, parse) {
+            Ok(request) => exchange::execute(&request, self, response_bytes_max),
             Err(why) => Executed::Ready(Response::Rejected(why.0)),
         }
     }
@@ -156,6 +162,7 @@ impl Handler {
 /// A handler at work: what it needs to pass answers on, for its intake's loop.
 struct Serving<'a> {
     handler: &'a mut Handler,
+    intake: &'a Intake,
     flusher: Sender<Awaiting>,
     /// Where the flusher gives back answers it cannot vouch for.
     owner: Sender<Awaiting>,
@@ -165,6 +172,14 @@ struct Serving<'a> {
 
 impl Serve for Serving<'_> {
     fn serve(&mut self, job: Job) {
+        if let Some(why) = abandoned(&job, self.intake.limits().request_timeout) {
+            self.intake
+                .counters
+                .abandoned
+                .fetch_add(1, Ordering::Relaxed);
+            answer_and_close(&job.stream, &Response::Rejected(why));
+            return;
+        }
         self.handler
             .serve(job, &self.flusher, &self.owner, self.courier);
     }

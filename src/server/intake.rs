@@ -1,21 +1,31 @@
-//! A handler thread's intake: accepts connections and reads requests, many at once,
-//! each under one deadline, and gives only complete requests to the thread's handler.
+//! A worker's intake: accepts connections and reads requests, many at once, each under
+//! one deadline, and gives each complete request to the handler thread that read it.
 //!
-//! Reading happens in one poll loop, so that slow or silent clients cost a buffer each
-//! and never hold up the handler (which holds a database connection). The handler
-//! executes a complete request on the same thread, with no hand-off in between: on
-//! 2 CPUs a separate intake thread cost a wake-up and a context switch per request,
-//! and about a fifth of the throughput.
+//! All the worker's handler threads share one intake: one epoll set holding the
+//! listener and every connection whose request is still arriving, and one table of
+//! those connections. Whichever handler is idle waits on the set, takes one event,
+//! does one bounded piece of work (an accept or one read), and if that completes a
+//! request, executes it on the same thread with no hand-off. So a connection never
+//! waits behind another request's execution while a handler is idle, and slow or
+//! silent clients cost a table entry and a buffer each, never a handler.
+//!
+//! Bounds (docs/PROTOCOL.md, "Limits"): at most `connections_max` connections and
+//! `pending_bytes_max` bytes of incomplete requests per worker. Past either, the
+//! connection that has waited longest is evicted: it has had the most time, and a
+//! client that trickles or stalls cannot keep its place against newcomers.
 
-use crate::framing::{self, Frame};
+use crate::framing::{Frame, Framer};
 use crate::protocol::{render, Response};
 use crate::server::courier::close_politely;
-use crate::server::signals;
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use crate::server::{log, signals};
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::socket::{accept4, SockFlag};
+use std::collections::VecDeque;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// A complete request for the handler.
@@ -23,247 +33,465 @@ pub struct Job {
     /// Non-blocking, as the intake left it.
     pub stream: TcpStream,
     pub document: Vec<u8>,
-    /// Until when the handler may take to write the answer.
-    pub deadline: Instant,
+    /// When its connection was accepted: the request must start within the timeout.
+    pub accepted: Instant,
 }
 
-/// Bounds of the intake.
+/// Bounds of the intake, per worker.
 #[derive(Clone, Copy, Debug)]
 pub struct IntakeLimits {
     pub request_bytes_max: usize,
     pub request_timeout: Duration,
     pub connections_max: usize,
+    pub pending_bytes_max: usize,
 }
 
-/// What the intake gives complete requests to: its own thread's handler.
+/// What the intake gives complete requests to: the handler thread that read them.
 pub trait Serve {
     /// Executes one complete request and sees its answer on its way.
     fn serve(&mut self, job: Job);
-    /// Called once on every turn of the loop, after serving, and so at least once a
-    /// tick, for work that reaches the handler from elsewhere.
+    /// Called on every turn of the loop, and so at least once a tick, for work that
+    /// reaches the handler from elsewhere.
     fn tend(&mut self);
 }
 
 /// How long pending reads may go on after a stop was requested.
 const DRAIN_ON_STOP: Duration = Duration::from_secs(2);
-/// How often the loop wakes to look at the stop flag and deadlines.
+/// How often a waiting handler wakes to look at the stop flag and deadlines.
 const TICK: Duration = Duration::from_millis(100);
-const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// The most one read takes from a connection.
+pub const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// How often the intake's counters are logged, when they changed.
+const REPORT_EVERY: Duration = Duration::from_secs(10);
+const LISTENER: u64 = u64::MAX;
 
+/// A connection whose request is still arriving.
 struct Pending {
     stream: TcpStream,
     buffer: Vec<u8>,
-    deadline: Instant,
+    framer: Framer,
+    accepted: Instant,
+    /// Tells this connection from an earlier one in the same table slot.
+    generation: u32,
 }
 
-enum Progress {
+/// What one read did to a pending connection.
+enum Read1 {
+    /// Still arriving.
     Waiting,
-    /// The connection was answered or dropped.
+    /// Answered with an error, or gone.
     Done,
     /// The request is `buffer[range]`.
     Complete(std::ops::Range<usize>),
 }
 
-/// Runs until a stop is requested (or the parent dies), every pending read ended and
-/// every complete request was served.
-pub fn run(
-    listener: TcpListener,
-    handler: &mut impl Serve,
+/// The intake's shared table, behind one lock.
+struct Table {
+    listener: Option<TcpListener>,
+    slots: Vec<Option<Pending>>,
+    free: Vec<usize>,
+    /// Slots in accept order, which is deadline order; entries of slots since freed
+    /// are skipped when met.
+    by_age: VecDeque<(usize, u32)>,
+    held: usize,
+    /// Capacity of every pending buffer.
+    buffered_bytes: usize,
+    next_generation: u32,
+    drain_until: Option<Instant>,
+    parent_checked: Instant,
+    orphaned: bool,
+}
+
+/// Counts of connections the intake ended before their request ran.
+#[derive(Default)]
+pub struct IntakeCounters {
+    /// Evicted for room (connections or bytes).
+    pub evicted: AtomicU64,
+    /// Not complete within the request timeout.
+    pub expired: AtomicU64,
+    /// Complete, but dropped unexecuted: too late, or the client was gone.
+    pub abandoned: AtomicU64,
+}
+
+pub struct Intake {
+    epoll: Epoll,
     limits: IntakeLimits,
-) -> std::io::Result<()> {
-    listener.set_nonblocking(true)?;
-    let mut listener = Some(listener);
-    let parent = nix::unistd::getppid();
-    let mut pending: Vec<Pending> = Vec::new();
-    // One read buffer for the loop's life: zeroing 64 KiB for every read would cost
-    // more than most reads move.
-    let mut chunk = vec![0u8; READ_CHUNK_BYTES];
-    // The parent's death also arrives as SIGTERM (PR_SET_PDEATHSIG); asking the kernel
-    // once a tick covers a death before that was set, without a system call per request.
-    let mut parent_checked = Instant::now();
-    let mut orphaned = false;
-    // Complete requests of one turn; kept across turns to spare an allocation each.
-    let mut complete = Vec::new();
-    loop {
-        if parent_checked.elapsed() >= TICK {
-            parent_checked = Instant::now();
-            orphaned = orphaned || nix::unistd::getppid() != parent;
-        }
-        let stopping = signals::stop_requested() || orphaned;
-        if let Some(open) = listener.take_if(|_| stopping) {
-            // Whatever already waits in the backlog was sent in good faith: take it, then
-            // close this thread's copy so that new connections are refused, not stranded.
-            while accept_one(&open, &mut pending, limits) {}
-            drop(open);
-            let drain_until = Instant::now() + DRAIN_ON_STOP;
-            for p in &mut pending {
-                p.deadline = p.deadline.min(drain_until);
+    table: Mutex<Table>,
+    parent: nix::unistd::Pid,
+    pub counters: IntakeCounters,
+    reported: Mutex<(Instant, [u64; 3])>,
+}
+
+impl Intake {
+    pub fn new(listener: TcpListener, limits: IntakeLimits) -> std::io::Result<Intake> {
+        listener.set_nonblocking(true)?;
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+        epoll.add(&listener, EpollEvent::new(EpollFlags::EPOLLIN, LISTENER))?;
+        let now = Instant::now();
+        Ok(Intake {
+            epoll,
+            limits,
+            table: Mutex::new(Table {
+                listener: Some(listener),
+                slots: Vec::new(),
+                free: Vec::new(),
+                by_age: VecDeque::new(),
+                held: 0,
+                buffered_bytes: 0,
+                next_generation: 0,
+                drain_until: None,
+                parent_checked: now,
+                orphaned: false,
+            }),
+            parent: nix::unistd::getppid(),
+            counters: IntakeCounters::default(),
+            reported: Mutex::new((now, [0; 3])),
+        })
+    }
+
+    pub fn limits(&self) -> IntakeLimits {
+        self.limits
+    }
+
+    /// One handler's share of the work: runs until a stop is requested (or the parent
+    /// dies) and every pending read has ended.
+    pub fn run(&self, handler: &mut impl Serve) -> std::io::Result<()> {
+        // One read buffer for the thread's life: zeroing 64 KiB for every read would
+        // cost more than most reads move.
+        let mut chunk = vec![0u8; READ_CHUNK_BYTES];
+        let mut events = [EpollEvent::empty(); 1];
+        loop {
+            handler.tend();
+            let timeout = {
+                let mut table = self.lock();
+                self.watch_stop(&mut table);
+                self.expire(&mut table, &mut chunk);
+                if table.listener.is_none() && table.held == 0 {
+                    return Ok(());
+                }
+                self.next_wake(&mut table)
+            };
+            self.report();
+            let millis = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
+            match self
+                .epoll
+                .wait(&mut events, EpollTimeout::from(millis.max(1)))
+            {
+                Ok(0) => continue,
+                Ok(_) => {}
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+            let job = {
+                let mut table = self.lock();
+                match events[0].data() {
+                    LISTENER => self.accept(&mut table, &mut chunk),
+                    token => self.read(&mut table, token, &mut chunk),
+                }
+            };
+            if let Some(job) = job {
+                handler.serve(job);
             }
         }
-        let listening = listener
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Table> {
+        // A handler that panicked aborts the worker, so a poisoned lock is never seen
+        // by anyone who could go on; taking it anyway keeps this path free of unwrap.
+        self.table
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// On a stop: takes what already waits in the backlog (sent in good faith), closes
+    /// the listener so that new connections are refused rather than stranded, and gives
+    /// pending reads a short while to finish.
+    fn watch_stop(&self, table: &mut Table) {
+        if table.parent_checked.elapsed() >= TICK {
+            // The parent's death also arrives as SIGTERM (PR_SET_PDEATHSIG); asking once
+            // a tick covers a death before that was set.
+            table.parent_checked = Instant::now();
+            table.orphaned = table.orphaned || nix::unistd::getppid() != self.parent;
+        }
+        if !(signals::stop_requested() || table.orphaned) {
+            return;
+        }
+        let Some(listener) = table.listener.take() else {
+            return;
+        };
+        while table.held < self.limits.connections_max {
+            match accept_from(&listener) {
+                Some(stream) => self.hold(table, stream, Instant::now()),
+                None => break,
+            }
+        }
+        let _ = self.epoll.delete(&listener);
+        drop(listener);
+        table.drain_until = Some(Instant::now() + DRAIN_ON_STOP);
+    }
+
+    /// How long a handler may wait for an event: until the oldest connection's
+    /// deadline, and never more than a tick.
+    fn next_wake(&self, table: &mut Table) -> Duration {
+        let (now, drain_until) = (Instant::now(), table.drain_until);
+        oldest(table)
+            .map_or(TICK, |p| {
+                self.deadline(drain_until, p).saturating_duration_since(now)
+            })
+            .min(TICK)
+    }
+
+    fn deadline(&self, drain_until: Option<Instant>, pending: &Pending) -> Instant {
+        let deadline = pending.accepted + self.limits.request_timeout;
+        drain_until.map_or(deadline, |d| d.min(deadline))
+    }
+
+    /// Accepts one connection and reads it at once: by the time a handler has woken and
+    /// accepted, the request has usually arrived, and this spares a second wait.
+    fn accept(&self, table: &mut Table, chunk: &mut [u8]) -> Option<Job> {
+        let stream = accept_from(table.listener.as_ref()?)?;
+        let accepted = Instant::now();
+        let mut pending = self.pending(table, stream, accepted);
+        match self.read_once(&mut pending, chunk) {
+            Read1::Waiting => {
+                self.insert(table, pending);
+                None
+            }
+            Read1::Done => None,
+            Read1::Complete(range) => Some(job(pending, range)),
+        }
+    }
+
+    /// Reads once from the connection behind `token`, if it is still there.
+    fn read(&self, table: &mut Table, token: u64, chunk: &mut [u8]) -> Option<Job> {
+        let (slot, generation) = untoken(token);
+        let mut pending = table
+            .slots
+            .get_mut(slot)?
+            .take_if(|p| p.generation == generation)?;
+        table.buffered_bytes -= pending.buffer.capacity();
+        let outcome = self.read_once(&mut pending, chunk);
+        if let Read1::Waiting = outcome {
+            let mut rearm = EpollEvent::new(interest(), token);
+            if self.epoll.modify(&pending.stream, &mut rearm).is_ok() {
+                table.buffered_bytes += pending.buffer.capacity();
+                table.slots[slot] = Some(pending);
+                self.keep_within_budget(table);
+                return None;
+            }
+        }
+        table.free.push(slot);
+        table.held -= 1;
+        match outcome {
+            Read1::Complete(range) => Some(job(pending, range)),
+            Read1::Waiting | Read1::Done => None,
+        }
+    }
+
+    /// One read of at most a chunk, and no byte past what the request may still need.
+    fn read_once(&self, pending: &mut Pending, chunk: &mut [u8]) -> Read1 {
+        let buffered = pending.buffer.len();
+        let wanted = pending
+            .framer
+            .bytes_wanted(buffered)
+            .unwrap_or(chunk.len())
+            .clamp(1, chunk.len());
+        let (got, peer_closed) = loop {
+            match pending.stream.read(&mut chunk[..wanted]) {
+                Ok(0) => break (0, true),
+                Ok(n) => break (n, false),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Read1::Waiting,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(_) => return Read1::Done,
+            }
+        };
+        pending.buffer.extend_from_slice(&chunk[..got]);
+        match pending.framer.advance(&pending.buffer, peer_closed) {
+            Frame::Incomplete if !peer_closed => Read1::Waiting,
+            Frame::Incomplete => Read1::Done,
+            Frame::Invalid(why) => {
+                answer_and_close(&pending.stream, &Response::Rejected(why));
+                Read1::Done
+            }
+            Frame::Complete(range) => Read1::Complete(range),
+        }
+    }
+
+    fn pending(&self, table: &mut Table, stream: TcpStream, accepted: Instant) -> Pending {
+        table.next_generation = table.next_generation.wrapping_add(1);
+        Pending {
+            stream,
+            buffer: Vec::new(),
+            framer: Framer::new(self.limits.request_bytes_max),
+            accepted,
+            generation: table.next_generation,
+        }
+    }
+
+    /// Holds a connection accepted during a stop, to be read when its bytes arrive.
+    fn hold(&self, table: &mut Table, stream: TcpStream, accepted: Instant) {
+        let pending = self.pending(table, stream, accepted);
+        self.insert(table, pending);
+    }
+
+    /// Adds a new connection to the table and the epoll set, making room first.
+    fn insert(&self, table: &mut Table, pending: Pending) {
+        while table.held >= self.limits.connections_max && self.evict_oldest(table) {}
+        let slot = table.free.pop().unwrap_or_else(|| {
+            table.slots.push(None);
+            table.slots.len() - 1
+        });
+        let event = EpollEvent::new(interest(), token_of(slot, pending.generation));
+        if self.epoll.add(&pending.stream, event).is_err() {
+            table.free.push(slot);
+            return;
+        }
+        table.by_age.push_back((slot, pending.generation));
+        table.held += 1;
+        table.buffered_bytes += pending.buffer.capacity();
+        table.slots[slot] = Some(pending);
+        self.keep_within_budget(table);
+    }
+
+    /// Evicts the longest-waiting connections while the buffers pass their bound.
+    fn keep_within_budget(&self, table: &mut Table) {
+        while table.buffered_bytes > self.limits.pending_bytes_max && self.evict_oldest(table) {}
+    }
+
+    /// Ends the connection that has waited longest; false if there is none.
+    fn evict_oldest(&self, table: &mut Table) -> bool {
+        let Some(pending) = take_oldest(table) else {
+            return false;
+        };
+        self.counters.evicted.fetch_add(1, Ordering::Relaxed);
+        let why = "the server is at its limit of connections waiting for their requests; \
+                   this one waited longest and was closed (docs/PROTOCOL.md, Limits)";
+        answer_and_close(&pending.stream, &Response::Rejected(why.into()));
+        true
+    }
+
+    /// Ends connections whose deadline passed. Each gets one last read first, so that a
+    /// request that did arrive (while every handler was busy) is never called incomplete.
+    fn expire(&self, table: &mut Table, chunk: &mut [u8]) {
+        let (now, drain_until) = (Instant::now(), table.drain_until);
+        loop {
+            let expired = oldest(table).is_some_and(|p| self.deadline(drain_until, p) <= now);
+            let Some(mut pending) = expired.then(|| take_oldest(table)).flatten() else {
+                return;
+            };
+            let timeout_ms = self.limits.request_timeout.as_millis();
+            let why = match self.read_once(&mut pending, chunk) {
+                Read1::Done => continue,
+                Read1::Complete(_) => {
+                    self.counters.abandoned.fetch_add(1, Ordering::Relaxed);
+                    format!("not executed: the server could not start it within {timeout_ms} ms")
+                }
+                Read1::Waiting => {
+                    self.counters.expired.fetch_add(1, Ordering::Relaxed);
+                    format!("the request was not complete within {timeout_ms} ms")
+                }
+            };
+            answer_and_close(&pending.stream, &Response::Rejected(why));
+        }
+    }
+
+    /// Logs the counters once in a while, when they changed.
+    fn report(&self) {
+        let Ok(mut reported) = self.reported.try_lock() else {
+            return;
+        };
+        if reported.0.elapsed() < REPORT_EVERY {
+            return;
+        }
+        let c = &self.counters;
+        let now = [&c.evicted, &c.expired, &c.abandoned].map(|n| n.load(Ordering::Relaxed));
+        if now != reported.1 {
+            log(format_args!(
+                "intake: {} connections evicted for room, {} not complete in time, \
+                 {} requests dropped unexecuted (too late or client gone), since start",
+                now[0], now[1], now[2]
+            ));
+        }
+        *reported = (Instant::now(), now);
+    }
+}
+
+/// The longest-waiting live connection, after dropping the entries of those gone.
+fn oldest(table: &mut Table) -> Option<&Pending> {
+    while let Some(&(slot, generation)) = table.by_age.front() {
+        if table.slots[slot]
             .as_ref()
-            .filter(|_| pending.len() < limits.connections_max);
-        if listener.is_none() && pending.is_empty() {
-            return Ok(());
+            .is_some_and(|p| p.generation == generation)
+        {
+            return table.slots[slot].as_ref();
         }
-        let (listener_ready, readable) = wait(listening, &pending)?;
-        // Walk backwards so swap_remove leaves the unvisited indices intact.
-        for index in readable.into_iter().rev() {
-            read_into(&mut pending, index, &mut chunk, limits, &mut complete);
+        table.by_age.pop_front();
+    }
+    None
+}
+
+/// Removes the longest-waiting live connection from the table.
+fn take_oldest(table: &mut Table) -> Option<Pending> {
+    while let Some((slot, generation)) = table.by_age.pop_front() {
+        if let Some(pending) = table.slots[slot].take_if(|p| p.generation == generation) {
+            table.free.push(slot);
+            table.held -= 1;
+            table.buffered_bytes -= pending.buffer.capacity();
+            return Some(pending);
         }
-        // Every idle handler is woken for a new connection. One that is about to serve
-        // leaves it to them, and the others take one each, so that no connection waits
-        // behind another's request while a handler sits idle.
-        if let (true, true, Some(open)) = (listener_ready, complete.is_empty(), &listener) {
-            // By the time a handler has woken and accepted, the request has usually
-            // arrived: reading at once spares a second wait in poll.
-            if accept_one(open, &mut pending, limits) {
-                let newest = pending.len() - 1;
-                read_into(&mut pending, newest, &mut chunk, limits, &mut complete);
-            }
-        }
-        for job in complete.drain(..) {
-            handler.serve(job);
-        }
-        // After serving, so that answers given back meanwhile do not wait out a poll.
-        handler.tend();
-        expire(&mut pending, limits);
+    }
+    None
+}
+
+fn job(pending: Pending, range: std::ops::Range<usize>) -> Job {
+    let Pending {
+        stream,
+        mut buffer,
+        accepted,
+        ..
+    } = pending;
+    buffer.truncate(range.end);
+    buffer.drain(..range.start);
+    Job {
+        stream,
+        document: buffer,
+        accepted,
     }
 }
 
-/// Polls the listener and pending connections; returns which are ready.
-fn wait(
-    listener: Option<&TcpListener>,
-    pending: &[Pending],
-) -> std::io::Result<(bool, Vec<usize>)> {
-    let now = Instant::now();
-    let next_deadline = pending.iter().map(|p| p.deadline).min();
-    let timeout = next_deadline.map_or(TICK, |d| d.saturating_duration_since(now).min(TICK));
-    let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(pending.len() + 1);
-    if let Some(listener) = listener {
-        fds.push(PollFd::new(listener.as_fd(), PollFlags::POLLIN));
-    }
-    fds.extend(
-        pending
-            .iter()
-            .map(|p| PollFd::new(p.stream.as_fd(), PollFlags::POLLIN)),
-    );
-    let millis = u16::try_from(timeout.as_millis())
-        .unwrap_or(u16::MAX)
-        .max(1);
-    match poll(&mut fds, PollTimeout::from(millis)) {
-        Ok(_) => {}
-        Err(nix::errno::Errno::EINTR) => return Ok((false, Vec::new())),
-        Err(e) => return Err(e.into()),
-    }
-    let ready = |fd: &PollFd<'_>| fd.revents().is_some_and(|r| !r.is_empty());
-    let offset = usize::from(listener.is_some());
-    let listener_ready = listener.is_some() && ready(&fds[0]);
-    let readable = fds[offset..]
-        .iter()
-        .enumerate()
-        .filter(|(_, fd)| ready(fd))
-        .map(|(i, _)| i)
-        .collect();
-    Ok((listener_ready, readable))
+/// Readable, once: the handler that takes the event owns the connection until it
+/// re-arms it, so no two handlers read one connection.
+fn interest() -> EpollFlags {
+    EpollFlags::EPOLLIN | EpollFlags::EPOLLONESHOT
 }
 
-/// Accepts one connection, if one waits and there is room; says whether it did.
-fn accept_one(listener: &TcpListener, pending: &mut Vec<Pending>, limits: IntakeLimits) -> bool {
+fn token_of(slot: usize, generation: u32) -> u64 {
+    (u64::from(generation) << 32) | slot as u64
+}
+
+fn untoken(token: u64) -> (usize, u32) {
+    ((token & u64::from(u32::MAX)) as usize, (token >> 32) as u32)
+}
+
+/// Accepts one waiting connection, if any.
+fn accept_from(listener: &TcpListener) -> Option<TcpStream> {
     let flags = SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC;
-    while pending.len() < limits.connections_max {
+    loop {
         // accept4 hands the socket over non-blocking already: one system call, not two.
         // No TCP_NODELAY: the answer is one write followed by a FIN, which Nagle never holds.
-        let accepted = accept4(listener.as_raw_fd(), flags).map(|fd| {
+        match accept4(listener.as_raw_fd(), flags) {
             // SAFETY: accept4 returned a new descriptor that nothing else owns.
-            TcpStream::from(unsafe { OwnedFd::from_raw_fd(fd) })
-        });
-        match accepted.map_err(std::io::Error::from) {
-            Ok(stream) => {
-                pending.push(Pending {
-                    stream,
-                    buffer: Vec::new(),
-                    deadline: Instant::now() + limits.request_timeout,
-                });
-                return true;
-            }
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            // WouldBlock: another handler took it, or the backlog is empty.
+            Ok(fd) => return Some(TcpStream::from(unsafe { OwnedFd::from_raw_fd(fd) })),
+            Err(nix::errno::Errno::EINTR) => continue,
+            // EAGAIN: another handler took it, or the backlog is empty.
             // ECONNABORTED and friends concern one connection; EMFILE passes with time.
-            Err(_) => return false,
+            Err(_) => return None,
         }
     }
-    false
-}
-
-/// Reads what `pending[index]` has sent; a connection whose request is complete leaves
-/// `pending` for `complete`, and one that was answered or dropped leaves it too.
-fn read_into(
-    pending: &mut Vec<Pending>,
-    index: usize,
-    chunk: &mut [u8],
-    limits: IntakeLimits,
-    complete: &mut Vec<Job>,
-) {
-    match read_some(&mut pending[index], chunk, limits) {
-        Progress::Waiting => {}
-        Progress::Done => drop(pending.swap_remove(index)),
-        Progress::Complete(range) => {
-            let Pending {
-                stream, mut buffer, ..
-            } = pending.swap_remove(index);
-            buffer.truncate(range.end);
-            buffer.drain(..range.start);
-            complete.push(Job {
-                stream,
-                document: buffer,
-                deadline: Instant::now() + limits.request_timeout,
-            });
-        }
-    }
-}
-
-/// Reads what is there and says whether the request is complete.
-fn read_some(p: &mut Pending, chunk: &mut [u8], limits: IntakeLimits) -> Progress {
-    loop {
-        let (peer_closed, got) = match p.stream.read(chunk) {
-            Ok(0) => (true, 0),
-            Ok(n) => (false, n),
-            Err(e) if e.kind() == ErrorKind::WouldBlock => return Progress::Waiting,
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(_) => return Progress::Done,
-        };
-        p.buffer.extend_from_slice(&chunk[..got]);
-        match framing::examine(&p.buffer, peer_closed, limits.request_bytes_max) {
-            Frame::Incomplete if !peer_closed => continue,
-            Frame::Incomplete => return Progress::Done,
-            Frame::Invalid(why) => {
-                answer_and_close(&p.stream, &Response::Rejected(why));
-                return Progress::Done;
-            }
-            Frame::Complete(range) => return Progress::Complete(range),
-        }
-    }
-}
-
-/// Answers and closes connections whose deadline passed before the request was complete.
-fn expire(pending: &mut Vec<Pending>, limits: IntakeLimits) {
-    let now = Instant::now();
-    pending.retain(|p| {
-        if p.deadline > now {
-            return true;
-        }
-        let why = format!(
-            "the request was not complete within {} ms",
-            limits.request_timeout.as_millis()
-        );
-        answer_and_close(&p.stream, &Response::Rejected(why));
-        false
-    });
 }
 
 /// Best effort: writes a short answer without blocking, then closes politely.
-fn answer_and_close(stream: &TcpStream, response: &Response) {
+pub fn answer_and_close(stream: &TcpStream, response: &Response) {
     let mut writer = stream;
     let _ = writer.write_all(&render(response));
     close_politely(stream);

@@ -2,12 +2,13 @@
 //!
 //! ```text
 //! supervisor (single-threaded, no database) --fork--> worker 0..N
-//! worker: T handler threads, each with its own intake (accept + read, poll loop)
+//! worker: T handler threads sharing one intake (accept + read, one epoll set)
 //! handler: parse -> exchange::execute (PostgreSQL, commits not yet durable)
 //!          -> render --channel--> flusher: one WAL flush for all that waits -> courier
 //! courier: writes each answer at once, or later if the client's socket is full
 //! ```
 
+pub mod abandoned;
 pub mod affinity;
 pub mod courier;
 pub mod flusher;

@@ -1,8 +1,13 @@
 //! The server's command line: every flag, its default, and its help text.
 
+use crate::framing::LENGTH_LINE_BYTES_MAX;
 use crate::protocol::ParseLimits;
+use crate::server::courier::DeliveryLimits;
+use crate::server::handler::HandlerLimits;
+use crate::server::intake::{IntakeLimits, READ_CHUNK_BYTES};
 use crate::store::DatabaseTimeouts;
 use clap::Parser;
+use std::time::Duration;
 
 /// A prefork stock-exchange matching server speaking length-framed XML over TCP,
 /// with PostgreSQL as the book of record.
@@ -60,13 +65,31 @@ pub struct Settings {
     #[arg(long, default_value_t = 8)]
     pub depth_max: usize,
 
-    /// Time a client has to send its whole request, in milliseconds.
-    #[arg(long, default_value_t = 10_000)]
+    /// Time a client has to send its whole request, in milliseconds; a request that
+    /// cannot start within it is dropped unexecuted. A client must also take some of its
+    /// answer within each such period.
+    #[arg(long, default_value_t = 10_000, value_parser = at_least_one_ms)]
     pub request_timeout_ms: u64,
 
-    /// Connections each handler thread reads at once; more wait in the kernel's backlog.
-    #[arg(long, default_value_t = 1024)]
+    /// Connections each worker holds while their requests arrive. Past it, the one that
+    /// has waited longest is closed to make room for a newcomer.
+    #[arg(long, default_value_t = 4096, value_parser = at_least_one)]
     pub connections_max: usize,
+
+    /// Bytes of incomplete requests each worker holds, in all. Past it, the connection
+    /// that has waited longest is closed. At least --request-bytes-max plus 64 KiB.
+    #[arg(long, default_value_t = 128 << 20, value_parser = at_least_one)]
+    pub pending_bytes_max: usize,
+
+    /// Largest answer, in bytes: an operation whose part would take the answer past it
+    /// is not carried out, and gets an error saying so.
+    #[arg(long, default_value_t = 16 << 20, value_parser = at_least_one)]
+    pub response_bytes_max: usize,
+
+    /// Bytes of answers each worker holds for clients slow to read them, in all. Past
+    /// it, the answer that has waited longest is cut off.
+    #[arg(long, default_value_t = 64 << 20, value_parser = at_least_one)]
+    pub unsent_bytes_max: usize,
 
     /// On SIGTERM or SIGINT, how long workers may finish requests in flight before
     /// they are killed, in milliseconds.
@@ -76,6 +99,10 @@ pub struct Settings {
     /// Longest one database statement may run, in milliseconds.
     #[arg(long, default_value_t = 5_000)]
     pub statement_timeout_ms: u64,
+}
+
+fn at_least_one_ms(value: &str) -> Result<u64, String> {
+    at_least_one(value).map(|n| n as u64)
 }
 
 fn at_least_one(value: &str) -> Result<usize, String> {
@@ -94,10 +121,32 @@ impl Settings {
             .max(1)
     }
 
-    pub fn parse_limits(&self) -> ParseLimits {
-        ParseLimits {
-            depth_max: self.depth_max,
-            operations_max: self.operations_max,
+    pub fn handler_limits(&self) -> HandlerLimits {
+        HandlerLimits {
+            parse: ParseLimits {
+                depth_max: self.depth_max,
+                operations_max: self.operations_max,
+            },
+            response_bytes_max: self.response_bytes_max,
+        }
+    }
+
+    pub fn intake_limits(&self) -> IntakeLimits {
+        IntakeLimits {
+            request_bytes_max: self.request_bytes_max,
+            request_timeout: Duration::from_millis(self.request_timeout_ms),
+            connections_max: self.connections_max,
+            // Room for at least one whole request and the read that completes it.
+            pending_bytes_max: self
+                .pending_bytes_max
+                .max(self.request_bytes_max + READ_CHUNK_BYTES + LENGTH_LINE_BYTES_MAX),
+        }
+    }
+
+    pub fn delivery_limits(&self) -> DeliveryLimits {
+        DeliveryLimits {
+            stall: Duration::from_millis(self.request_timeout_ms),
+            unsent_bytes_max: self.unsent_bytes_max,
         }
     }
 

@@ -45,7 +45,9 @@ pub fn run(settings: Settings) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Err(why) = check_database(&settings) {
+    let allowed = affinity::allowed_cpus();
+    let workers = settings.workers_for(allowed.len());
+    if let Err(why) = check_database(&settings, workers) {
         if !why.is_empty() {
             log(format_args!("{why}"));
         }
@@ -56,8 +58,6 @@ pub fn run(settings: Settings) -> ExitCode {
         return ExitCode::FAILURE;
     }
 
-    let allowed = affinity::allowed_cpus();
-    let workers = settings.workers_for(allowed.len());
     let now = Instant::now();
     let mut slots: Vec<Slot> = (0..workers)
         .map(|i| Slot {
@@ -122,14 +122,17 @@ fn bind(settings: &Settings) -> std::io::Result<TcpListener> {
     Ok(socket.into())
 }
 
-/// Connects once and applies the schema, in a child, so the supervisor itself never
-/// holds a connection (nor the threads a client library may start).
-fn check_database(settings: &Settings) -> Result<(), String> {
+/// Connects once, applies the schema and checks that the workers' connections fit
+/// the database's free slots, in a child, so the supervisor itself never holds a
+/// connection (nor the threads a client library may start).
+fn check_database(settings: &Settings, workers: usize) -> Result<(), String> {
+    // Each worker's handlers hold one connection each, and its flusher one more.
+    let wanted = workers.saturating_mul(settings.threads + 1);
     // SAFETY: the supervisor has one thread, so the child may run any code.
     match unsafe { fork() } {
         Ok(ForkResult::Child) => {
             let prepared = store::config(&settings.database_url, settings.database_timeouts())
-                .and_then(|config| store::prepare_database(&config));
+                .and_then(|config| store::prepare_database(&config, wanted));
             let code = match prepared {
                 Ok(()) => 0,
                 Err(e) => {
@@ -207,9 +210,11 @@ fn reap(slots: &mut [Slot]) {
         let now = Instant::now();
         if database_down || now.duration_since(slot.started) < HEALTHY_AFTER {
             slot.quick_failures = slot.quick_failures.saturating_add(1);
-            let backoff = BACKOFF_FIRST
-                .saturating_mul(1 << (slot.quick_failures - 1).min(10))
-                .min(BACKOFF_MAX);
+            let backoff = jittered(
+                BACKOFF_FIRST
+                    .saturating_mul(1 << (slot.quick_failures - 1).min(10))
+                    .min(BACKOFF_MAX),
+            );
             slot.start_after = now + backoff;
             log(format_args!(
                 "worker {index} (pid {pid}) {how}; restarting in {} ms",
@@ -221,6 +226,17 @@ fn reap(slots: &mut [Slot]) {
             log(format_args!("worker {index} (pid {pid}) {how}; restarting"));
         }
     }
+}
+
+/// Somewhere between half and one and a half times `backoff`: workers that failed
+/// together (competing for the database's last connections, say) then retry apart,
+/// and one gets through instead of all failing again in step.
+fn jittered(backoff: Duration) -> Duration {
+    let noise = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |t| t.subsec_nanos());
+    let millis = backoff.as_millis().max(2) as u64;
+    Duration::from_millis(millis / 2 + u64::from(noise) % millis)
 }
 
 /// Asks every worker to finish, waits up to the grace period, then kills the rest.

@@ -4,11 +4,10 @@
 use crate::server::courier::Courier;
 use crate::server::flusher::Flusher;
 use crate::server::handler::Handler;
-use crate::server::intake::IntakeLimits;
+use crate::server::intake::Intake;
 use crate::server::{affinity, log, signals, Settings};
 use crate::store;
 use std::net::TcpListener;
-use std::time::Duration;
 
 /// Exit code of a worker that could not reach the database at boot; the supervisor
 /// backs off instead of respawning at once.
@@ -19,6 +18,7 @@ pub const EXIT_DATABASE_UNAVAILABLE: i32 = 3;
 pub fn run(listener: TcpListener, slot: usize, cpus: &[usize], settings: &Settings) -> i32 {
     die_with_parent();
     abort_on_panic();
+    return_large_buffers_to_the_kernel();
     // The flusher and courier may run on any of the handlers' CPUs.
     pin(slot, "worker", cpus);
     let timeouts = settings.database_timeouts();
@@ -32,15 +32,17 @@ pub fn run(listener: TcpListener, slot: usize, cpus: &[usize], settings: &Settin
         }
     };
 
-    let limits = IntakeLimits {
-        request_bytes_max: settings.request_bytes_max,
-        request_timeout: Duration::from_millis(settings.request_timeout_ms),
-        connections_max: settings.connections_max,
+    // Answers flow handlers -> flusher -> courier. The handlers share the worker's
+    // intake; the flusher ends once every handler has, and the courier once the
+    // flusher has.
+    let intake = match Intake::new(listener, settings.intake_limits()) {
+        Ok(intake) => std::sync::Arc::new(intake),
+        Err(e) => {
+            log(format_args!("worker {slot}: cannot start the intake: {e}"));
+            return 1;
+        }
     };
-    // Answers flow handlers -> flusher -> courier. Each handler reads its own requests
-    // from the shared listener; the flusher ends once every handler has, and the
-    // courier once the flusher has.
-    let (courier, deliver) = Courier::new();
+    let (courier, deliver) = Courier::new(settings.delivery_limits());
     let (awaiting_in, awaiting_out) = crossbeam_channel::unbounded();
     let flusher = Flusher::new(pool.clone(), courier.clone());
     let started = (|| {
@@ -53,16 +55,16 @@ pub fn run(listener: TcpListener, slot: usize, cpus: &[usize], settings: &Settin
         let placed = std::sync::Arc::new(std::sync::Barrier::new(settings.threads));
         let mut handlers = Vec::with_capacity(settings.threads);
         for i in 0..settings.threads {
-            let handler = Handler::new(pool.clone(), settings.parse_limits());
-            let (listener, awaiting, courier) =
-                (listener.try_clone()?, awaiting_in.clone(), courier.clone());
+            let handler = Handler::new(pool.clone(), settings.handler_limits());
+            let (intake, awaiting, courier) =
+                (intake.clone(), awaiting_in.clone(), courier.clone());
             let (cpu, placed) = (cpus.get(i).copied(), placed.clone());
             handlers.push(spawn(format!("handler-{i}"), move || {
                 if let Some(cpu) = cpu {
                     pin(slot, &format!("handler {i}"), &[cpu]);
                 }
                 placed.wait();
-                let outcome = handler.run(listener, limits, awaiting, courier);
+                let outcome = handler.run(&intake, awaiting, courier);
                 if let Err(e) = &outcome {
                     // The worker stops as a whole, and its supervisor replaces it.
                     log(format_args!("worker {slot}: intake failed: {e}"));
@@ -73,8 +75,8 @@ pub fn run(listener: TcpListener, slot: usize, cpus: &[usize], settings: &Settin
         }
         Ok::<_, std::io::Error>((stages, handlers))
     })();
-    // Only the handlers may hold the listener and the flusher's queue from here on.
-    drop((listener, awaiting_in, courier));
+    // Only the handlers may hold the intake and the flusher's queue from here on.
+    drop((intake, awaiting_in, courier));
     let (stages, handlers) = match started {
         Ok(threads) => threads,
         Err(e) => {
@@ -119,6 +121,17 @@ fn die_with_parent() {
     // SAFETY: prctl(PR_SET_PDEATHSIG) takes plain integers and touches no memory of ours.
     unsafe {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+    }
+}
+
+/// Buffers of 128 KiB and more (a large request, a large answer) get mappings of their
+/// own, which go back to the kernel when freed. glibc's default raises that threshold
+/// after the first such free and keeps every later large buffer in its heap, so an
+/// idle worker would keep the memory of its busiest moment.
+fn return_large_buffers_to_the_kernel() {
+    // SAFETY: mallopt only changes the allocator's parameters.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
     }
 }
 

@@ -10,7 +10,7 @@ use exchange::protocol::render;
 use exchange::protocol::reply::read_reply;
 use exchange::protocol::tree::Element;
 use exchange::protocol::ParseLimits;
-use exchange::server::handler::Handler;
+use exchange::server::handler::{Handler, HandlerLimits};
 use exchange::store::{self, DatabaseTimeouts};
 use exchange::wire::frame;
 use postgres::NoTls;
@@ -48,7 +48,7 @@ pub fn fresh_database(hint: &str) -> String {
     }
     let url = with_database(&admin, &name);
     let config = store::config(&url, DatabaseTimeouts::default()).expect("test URL");
-    store::prepare_database(&config).expect("apply the schema");
+    store::prepare_database(&config, 1).expect("apply the schema");
     url
 }
 
@@ -85,7 +85,13 @@ impl Exchange {
         let pool = store::pool(config, 1, timeouts).expect("pool");
         Exchange {
             url: url.to_string(),
-            handler: Handler::new(pool, ParseLimits::default()),
+            handler: Handler::new(
+                pool,
+                HandlerLimits {
+                    parse: ParseLimits::default(),
+                    response_bytes_max: 16 << 20,
+                },
+            ),
         }
     }
 
@@ -186,9 +192,24 @@ impl Server {
         Server::start_under(&[], url, workers, extra)
     }
 
+    /// Like [`Server::start`], with the server's log going to `log` instead of ours.
+    pub fn start_logged(
+        url: &str,
+        workers: usize,
+        extra: &[&str],
+        log: &std::path::Path,
+    ) -> Server {
+        let file = std::fs::File::create(log).expect("create the log file");
+        Server::spawn(&[], url, workers, extra, Stdio::from(file))
+    }
+
     /// Starts the server through a wrapper command such as `taskset -c 1`, which must
     /// exec it (so the wrapper's pid is the supervisor's).
     pub fn start_under(wrapper: &[&str], url: &str, workers: usize, extra: &[&str]) -> Server {
+        Server::spawn(wrapper, url, workers, extra, Stdio::inherit())
+    }
+
+    fn spawn(wrapper: &[&str], url: &str, workers: usize, extra: &[&str], stderr: Stdio) -> Server {
         let server = env!("CARGO_BIN_EXE_exchange-server");
         let mut command = match wrapper.split_first() {
             Some((program, args)) => {
@@ -214,7 +235,7 @@ impl Server {
             .arg("--database-url")
             .arg(url)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("start exchange-server");
         let stdout = child.stdout.take().expect("stdout");
@@ -280,6 +301,19 @@ impl Server {
             nix::sys::signal::Signal::SIGTERM,
         );
         self.child.wait().expect("wait for the server")
+    }
+
+    /// A process's resident memory and its peak, in KiB, from /proc.
+    pub fn memory_kib(pid: i32) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+                .unwrap_or(0)
+        };
+        (field("VmRSS:"), field("VmHWM:"))
     }
 
     /// The worker processes: the supervisor's children.

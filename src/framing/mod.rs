@@ -1,11 +1,14 @@
 //! The wire framing: a base-10 length line, then the XML document.
 //!
-//! [`examine`] looks at everything read so far on a connection and says whether the
-//! request is complete, needs more bytes, or can never become valid. It is a pure
-//! function so that the I/O loop stays small and the rules are tested alone.
+//! A [`Framer`] follows one connection's bytes as they arrive and says whether the
+//! request is complete, needs more bytes, or can never become valid. The request ends
+//! at the first of: the declared length, the end of the root element, or the client's
+//! half-close; bytes after it are not part of it. So the outcome is the same however
+//! the bytes were split into reads, and each byte is looked at once.
 
-use quick_xml::events::Event;
-use quick_xml::Reader;
+mod root_end;
+
+use root_end::RootEnd;
 use std::ops::Range;
 
 /// The longest length line accepted, newline included (`1048576\r\n` is 9 bytes).
@@ -22,44 +25,88 @@ pub enum Frame {
     Invalid(String),
 }
 
-/// Decides whether `buffer` holds a whole request. `peer_closed` is true once the
-/// client has half-closed (read returned 0): whatever has arrived is then all there is.
+/// One connection's framing state, kept between reads.
+#[derive(Clone, Debug)]
+pub struct Framer {
+    request_bytes_max: usize,
+    /// Once the length line is in: where the body starts, and its declared length.
+    body: Option<(usize, usize)>,
+    root: RootEnd,
+}
+
+impl Framer {
+    pub fn new(request_bytes_max: usize) -> Framer {
+        Framer {
+            request_bytes_max,
+            body: None,
+            root: RootEnd::default(),
+        }
+    }
+
+    /// How many more bytes could still belong to the request, given `buffered` read so
+    /// far; None while the length line is incomplete.
+    pub fn bytes_wanted(&self, buffered: usize) -> Option<usize> {
+        self.body
+            .map(|(start, declared)| (start + declared).saturating_sub(buffered))
+    }
+
+    /// Looks at `buffer` (everything read so far; it only ever grows) and says what it
+    /// amounts to. `peer_closed` is true once the client has half-closed: whatever has
+    /// arrived is then all there is.
+    pub fn advance(&mut self, buffer: &[u8], peer_closed: bool) -> Frame {
+        let (start, declared) = match self.body {
+            Some(body) => body,
+            None => match length_line(buffer, peer_closed, self.request_bytes_max) {
+                Ok(Some(body)) => *self.body.insert(body),
+                Ok(None) => return Frame::Incomplete,
+                Err(why) => return Frame::Invalid(why),
+            },
+        };
+        let end = buffer.len().min(start + declared);
+        let body = &buffer[start..end];
+        if let Some(root_end) = self.root.scan(body) {
+            Frame::Complete(start..start + root_end)
+        } else if body.len() == declared {
+            Frame::Complete(start..end)
+        } else if !peer_closed {
+            Frame::Incomplete
+        } else if body.iter().all(u8::is_ascii_whitespace) {
+            Frame::Invalid("the connection closed before the request arrived".into())
+        } else {
+            Frame::Complete(start..end)
+        }
+    }
+}
+
+/// Decides whether `buffer` holds a whole request, as a [`Framer`] fed all of it at
+/// once would: for tests and the fuzz target.
 pub fn examine(buffer: &[u8], peer_closed: bool, request_bytes_max: usize) -> Frame {
+    Framer::new(request_bytes_max).advance(buffer, peer_closed)
+}
+
+/// The body's start and declared length once the length line is in.
+fn length_line(
+    buffer: &[u8],
+    peer_closed: bool,
+    request_bytes_max: usize,
+) -> Result<Option<(usize, usize)>, String> {
     let Some(newline) = buffer
         .iter()
         .take(LENGTH_LINE_BYTES_MAX)
         .position(|&b| b == b'\n')
     else {
         return if buffer.len() >= LENGTH_LINE_BYTES_MAX {
-            Frame::Invalid("the length line is too long".into())
+            Err("the length line is too long".into())
         } else if peer_closed {
-            Frame::Invalid("the connection closed before a complete length line".into())
+            Err("the connection closed before a complete length line".into())
         } else {
-            Frame::Incomplete
+            Ok(None)
         };
     };
     let line = &buffer[..newline];
     let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let declared = match declared_length(line, request_bytes_max) {
-        Ok(declared) => declared,
-        Err(why) => return Frame::Invalid(why),
-    };
-    let start = newline + 1;
-    let body = &buffer[start..];
-    if body.len() >= declared {
-        // Bytes beyond the declared length are ignored, as the declared length says.
-        Frame::Complete(start..start + declared)
-    } else if peer_closed {
-        if body.iter().all(u8::is_ascii_whitespace) {
-            Frame::Invalid("the connection closed before the request arrived".into())
-        } else {
-            Frame::Complete(start..buffer.len())
-        }
-    } else if root_is_complete(body) {
-        Frame::Complete(start..buffer.len())
-    } else {
-        Frame::Incomplete
-    }
+    let declared = declared_length(line, request_bytes_max)?;
+    Ok(Some((newline + 1, declared)))
 }
 
 fn declared_length(line: &[u8], request_bytes_max: usize) -> Result<usize, String> {
@@ -83,32 +130,6 @@ fn declared_length(line: &[u8], request_bytes_max: usize) -> Result<usize, Strin
         ));
     }
     Ok(declared as usize)
-}
-
-/// True when the bytes hold a root element that has been closed. Cheap to call
-/// repeatedly: it scans only when the data ends in `>`.
-fn root_is_complete(body: &[u8]) -> bool {
-    if body.iter().rev().find(|b| !b.is_ascii_whitespace()) != Some(&b'>') {
-        return false;
-    }
-    let mut reader = Reader::from_reader(body);
-    let mut depth = 0usize;
-    let mut scratch = Vec::new();
-    loop {
-        match reader.read_event_into(&mut scratch) {
-            Ok(Event::Start(_)) => depth += 1,
-            Ok(Event::Empty(_)) if depth == 0 => return true,
-            Ok(Event::End(_)) => {
-                depth = depth.saturating_sub(1);
-                if depth == 0 {
-                    return true;
-                }
-            }
-            Ok(Event::Eof) | Err(_) => return false,
-            Ok(_) => {}
-        }
-        scratch.clear();
-    }
 }
 
 #[cfg(test)]
@@ -139,7 +160,7 @@ mod tests {
     fn complete_when_the_root_closed_before_the_declared_length() {
         assert_eq!(
             examine(b"500\n<create/>\n", false, MAX),
-            Frame::Complete(4..14)
+            Frame::Complete(4..13)
         );
         let doc = b"500\n<?xml version=\"1.0\"?><create><account id=\"1\" balance=\"1\"/></create>";
         assert_eq!(examine(doc, false, MAX), Frame::Complete(4..doc.len()));
@@ -184,5 +205,29 @@ mod tests {
             );
         }
         assert!(invalid(&[b'1'; 30]).contains("too long"));
+    }
+
+    #[test]
+    fn the_request_ends_at_its_root_element_however_the_bytes_were_split() {
+        let bytes = b"44\n<create><account id=\"1\"/></create><create/>junk";
+        let whole = examine(bytes, false, MAX);
+        assert_eq!(whole, Frame::Complete(3..37));
+        for split in 0..bytes.len() {
+            let mut framer = Framer::new(MAX);
+            let first = framer.advance(&bytes[..split], false);
+            let outcome = match first {
+                Frame::Incomplete => framer.advance(bytes, false),
+                done => done,
+            };
+            assert_eq!(outcome, whole, "split at {split}");
+        }
+    }
+
+    #[test]
+    fn wants_no_byte_past_the_declared_length() {
+        let mut framer = Framer::new(MAX);
+        assert_eq!(framer.bytes_wanted(0), None);
+        assert_eq!(framer.advance(b"20\n<cre", false), Frame::Incomplete);
+        assert_eq!(framer.bytes_wanted(7), Some(16));
     }
 }
