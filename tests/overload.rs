@@ -1,0 +1,295 @@
+//! Hostile clients and overload against the real server, the slow cases: trickling
+//! sockets, thousands of idle connections, requests that wait behind slow ones or for
+//! a stopped worker, long answers and bursts of large uploads. Each test takes seconds
+//! to tens of seconds; they run in parallel with one another.
+
+mod common;
+
+use common::{count, fresh_database, sql, Server};
+use exchange::protocol::reply::read_reply;
+use exchange::wire::frame;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+const QUERY: &str = r#"<transactions id="2"><query id="1"/></transactions>"#;
+
+fn server(hint: &str, workers: usize, extra: &[&str]) -> Server {
+    let server = Server::start(&fresh_database(hint), workers, extra);
+    server.send(
+        r#"<create><account id="1" balance="1000000"/><account id="2" balance="0"/>
+           <symbol sym="X"><account id="2">1000</account></symbol></create>"#,
+    );
+    let sell = server
+        .send(r#"<transactions id="2"><order sym="X" amount="-10" limit="5"/></transactions>"#);
+    assert_eq!(sell[0].get("id"), "1");
+    server
+}
+
+/// How long a valid query takes to be answered, checking the answer.
+fn timed_query(server: &Server) -> Duration {
+    let asked = Instant::now();
+    let answer = server.send(QUERY);
+    assert_eq!(answer[0].name, "status", "{answer:?}");
+    asked.elapsed()
+}
+
+fn percentile(mut samples: Vec<Duration>, p: usize) -> Duration {
+    samples.sort();
+    samples[(samples.len() * p / 100).min(samples.len() - 1)]
+}
+
+#[test]
+fn two_trickling_sockets_do_not_stop_the_server_and_meet_their_deadline() {
+    let server = server("overload_trickle", 1, &["--request-timeout-ms", "3000"]);
+    let mut head = b"1048576\n<create>".to_vec();
+    head.extend("<x/>".repeat(125_000).as_bytes());
+    let started = Instant::now();
+    let mut tricklers: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut stream = TcpStream::connect(server.addr).expect("connect");
+            stream.set_nodelay(true).expect("nodelay");
+            stream.write_all(&head).expect("head");
+            stream
+        })
+        .collect();
+    let mut waits = Vec::new();
+    let mut cut_off_after = None;
+    while started.elapsed() < Duration::from_secs(6) {
+        for _ in 0..25 {
+            let mut all_cut = true;
+            for stream in &mut tricklers {
+                all_cut &= stream.write_all(b">").is_err();
+            }
+            if all_cut && cut_off_after.is_none() {
+                cut_off_after = Some(started.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        waits.push(timed_query(&server));
+    }
+    let worst = waits.iter().max().copied().unwrap_or_default();
+    assert!(
+        worst < Duration::from_millis(500),
+        "a valid client waited {worst:?}"
+    );
+    let cut = cut_off_after.expect("the trickling sockets were never closed");
+    assert!(cut < Duration::from_millis(4500), "closed after {cut:?}");
+}
+
+/// Raises this process's open-files limit to what thousands of sockets need.
+fn allow_open_files(count: u64) {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
+    assert!(hard >= count, "the hard limit on open files is {hard}");
+    setrlimit(Resource::RLIMIT_NOFILE, hard, hard).expect("setrlimit");
+}
+
+#[test]
+fn five_thousand_idle_connections_do_not_keep_valid_clients_out() {
+    allow_open_files(12_000);
+    let server = server("overload_idle", 1, &[]);
+    let addr = server.addr;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Five thousand connections that send one byte and wait, each replaced as soon as
+    // the server closes it.
+    let holder = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let open = |_| {
+                let mut stream = TcpStream::connect(addr).ok()?;
+                stream.write_all(b"9").ok()?;
+                stream.set_nonblocking(true).ok()?;
+                Some(stream)
+            };
+            let mut held: Vec<Option<TcpStream>> = (0..5000).map(open).collect();
+            let mut replaced = 0u64;
+            let mut sink = [0u8; 512];
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for slot in held.iter_mut() {
+                    let closed = match slot {
+                        Some(stream) => !matches!(stream.read(&mut sink),
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+                        None => true,
+                    };
+                    if closed {
+                        *slot = open(0);
+                        replaced += 1;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            replaced
+        })
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    let waits: Vec<Duration> = (0..60)
+        .map(|_| {
+            std::thread::sleep(Duration::from_millis(100));
+            timed_query(&server)
+        })
+        .collect();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let replaced = holder.join().expect("holder");
+    let p99 = percentile(waits, 99);
+    eprintln!("p99 {p99:?} with 5,000 idle connections held ({replaced} replaced)");
+    assert!(p99 < Duration::from_secs(1), "p99 {p99:?}");
+}
+
+/// Holds the advisory lock of symbol X in an open transaction until dropped, so that an
+/// order on X waits for it.
+fn hold_symbol_lock(url: &str) -> postgres::Client {
+    let mut client = sql(url);
+    client
+        .batch_execute("BEGIN; SELECT pg_advisory_xact_lock(symbol_lock_key('X'))")
+        .expect("take the lock");
+    client
+}
+
+#[test]
+fn complete_requests_never_wait_behind_a_slow_one_nor_read_as_incomplete() {
+    let server = server("overload_behind", 1, &["--request-timeout-ms", "2000"]);
+    // Twenty connections send half a request, so that both handlers hold some.
+    let request = frame(QUERY.as_bytes());
+    let half = request.len() / 2;
+    let mut waiting: Vec<TcpStream> = (0..20)
+        .map(|_| {
+            let mut stream = TcpStream::connect(server.addr).expect("connect");
+            stream.write_all(&request[..half]).expect("half");
+            stream
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    // One handler is then busy with an order that waits for the symbol's lock 3 s.
+    let lock = hold_symbol_lock(&server.url);
+    let addr = server.addr;
+    let slow = std::thread::spawn(move || {
+        let order = r#"<transactions id="1"><order sym="X" amount="1" limit="5"/></transactions>"#;
+        TcpStream::connect(addr).and_then(|mut s| {
+            s.write_all(&frame(order.as_bytes()))?;
+            let mut answer = String::new();
+            s.read_to_string(&mut answer)?;
+            Ok(answer)
+        })
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let sent = Instant::now();
+    for stream in &mut waiting {
+        stream.write_all(&request[half..]).expect("rest");
+    }
+    for mut stream in waiting {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        assert!(answer.contains("<status id=\"1\">"), "{answer}");
+    }
+    let took = sent.elapsed();
+    assert!(
+        took < Duration::from_millis(1000),
+        "answered after {took:?}"
+    );
+    std::thread::sleep(Duration::from_millis(2700).saturating_sub(sent.elapsed()));
+    drop(lock);
+    let answer = slow.join().expect("slow client").expect("answered");
+    assert!(answer.contains("<opened"), "{answer}");
+}
+
+#[test]
+fn requests_abandoned_while_the_worker_was_stopped_are_not_executed() {
+    let server = server("overload_stopped", 1, &["--request-timeout-ms", "2000"]);
+    let orders_before = count(&server.url, "SELECT count(*) FROM orders");
+    let worker = nix::unistd::Pid::from_raw(server.workers()[0]);
+    nix::sys::signal::kill(worker, nix::sys::signal::Signal::SIGSTOP).expect("stop");
+    let order =
+        frame(br#"<transactions id="1"><order sym="X" amount="1" limit="1"/></transactions>"#);
+    let clients: Vec<_> = (0..16)
+        .map(|_| {
+            let (addr, order) = (server.addr, order.clone());
+            std::thread::spawn(move || {
+                let mut stream = TcpStream::connect(addr).expect("connect");
+                stream.write_all(&order).expect("send");
+                std::thread::sleep(Duration::from_secs(1));
+                // The client gives up and goes.
+            })
+        })
+        .collect();
+    for client in clients {
+        client.join().expect("client");
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    nix::sys::signal::kill(worker, nix::sys::signal::Signal::SIGCONT).expect("continue");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        count(&server.url, "SELECT count(*) FROM orders"),
+        orders_before,
+        "abandoned orders were executed"
+    );
+    let took = timed_query(&server);
+    assert!(took < Duration::from_secs(1), "a valid query took {took:?}");
+}
+
+#[test]
+fn a_client_that_keeps_reading_gets_its_whole_long_answer_after_slow_execution() {
+    let server = server("overload_long", 1, &["--request-timeout-ms", "2000"]);
+    // An order with 1,000 fills; sixty queries of it make an answer of about 3 MB.
+    server.send(r#"<create><symbol sym="Y"><account id="2">1000</account></symbol></create>"#);
+    let sell = server
+        .send(r#"<transactions id="2"><order sym="Y" amount="-1000" limit="1"/></transactions>"#);
+    let buys = r#"<order sym="Y" amount="1" limit="1"/>"#.repeat(100);
+    for _ in 0..10 {
+        server.send(&format!(r#"<transactions id="1">{buys}</transactions>"#));
+    }
+    let queries = format!(r#"<query id="{}"/>"#, sell[0].get("id")).repeat(60);
+    // Execution first waits 3 s for the symbol's lock: longer than the request timeout.
+    let lock = hold_symbol_lock(&server.url);
+    let releaser = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(3));
+        drop(lock);
+    });
+    let answer = server
+        .try_send(&format!(
+            r#"<transactions id="2"><order sym="X" amount="-1" limit="5"/>{queries}</transactions>"#
+        ))
+        .expect("answered");
+    releaser.join().expect("releaser");
+    let items = read_reply(answer.as_bytes()).expect("the whole answer");
+    assert_eq!(items.len(), 61, "{} bytes", answer.len());
+    assert!(items.iter().all(|i| i.name != "error"), "{:?}", items[0]);
+    assert!(answer.len() > 2_000_000, "{} bytes", answer.len());
+}
+
+#[test]
+fn worker_memory_returns_after_bursts_of_large_uploads() {
+    allow_open_files(2_000);
+    let server = server("overload_memory", 1, &["--request-timeout-ms", "3000"]);
+    let worker = server.workers()[0];
+    let mut upload = b"1048576\n<create>".to_vec();
+    upload.extend("<x/>".repeat(262_000).as_bytes());
+    let mut peaks = Vec::new();
+    for _ in 0..3 {
+        // 500 uploads of nearly 1 MiB each, all incomplete at once, then gone.
+        let streams: Vec<TcpStream> = (0..500)
+            .filter_map(|_| {
+                let mut stream = TcpStream::connect(server.addr).ok()?;
+                let _ = stream.write_all(&upload);
+                Some(stream)
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(500));
+        // Gone with a reset: a half-close would make each upload a complete request.
+        for stream in streams {
+            let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+        }
+        peaks.push(Server::memory_kib(worker).1);
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let took = timed_query(&server);
+    assert!(took < Duration::from_secs(1), "a valid query took {took:?}");
+    let (idle, peak) = Server::memory_kib(worker);
+    eprintln!("worker after bursts: {idle} KiB resident, peak {peak} KiB ({peaks:?})");
+    assert!(idle < 64 * 1024, "idle worker keeps {idle} KiB");
+    // --pending-bytes-max (128 MiB) plus the fixed cost of a worker.
+    assert!(peak < 256 * 1024, "peak {peak} KiB");
+}
