@@ -170,7 +170,8 @@ $$;
 --
 -- Everything happens under the symbol's advisory lock, so the time spent here is the
 -- time other orders on the symbol wait: the trades are planned into arrays first,
--- then applied with one set-based statement per table rather than one per trade.
+-- then applied with one set-based statement per table rather than one per trade, each
+-- costing the same per trade however many there are.
 CREATE OR REPLACE FUNCTION place_order(
     p_account text, p_symbol text, p_amount numeric, p_limit numeric,
     OUT rejection text, OUT order_id bigint, OUT trade_count integer)
@@ -180,11 +181,14 @@ DECLARE
     v_is_buy   boolean := p_amount > 0;
     v_shares   numeric := abs(p_amount);
     v_left     numeric := abs(p_amount);
+    v_take     numeric;
     -- The planned trades, in execution order: resting order, its owner, price, shares.
+    -- Every resting order is filled whole but the last, v_last, which gives v_take.
     t_orders   bigint[]  := '{}';
     t_owners   text[]    := '{}';
     t_prices   numeric[] := '{}';
     t_shares   numeric[] := '{}';
+    v_last     bigint;
     -- Cash the order's own account gets back at once: for a buy, what trading below
     -- the limit leaves unspent; for a sell, the proceeds.
     v_cash     numeric := 0;
@@ -194,7 +198,9 @@ BEGIN
     PERFORM pg_advisory_xact_lock(symbol_lock_key(p_symbol));
 
     -- Plan: the resting orders this one trades with, best price first, then oldest.
-    -- Each trade is priced at the resting order's limit.
+    -- Each trade is priced at the resting order's limit. (A cursor, not a FOR loop:
+    -- a cursor's plan is made to return its first rows fast, where a FOR loop's would
+    -- read and sort the whole of the book's crossing side for every order.)
     IF v_is_buy THEN
         OPEN book FOR SELECT id, account_id, limit_price, open_shares FROM orders
          WHERE symbol = p_symbol AND NOT is_buy AND open_shares > 0 AND limit_price <= p_limit
@@ -207,16 +213,17 @@ BEGIN
     WHILE v_left > 0 LOOP
         FETCH book INTO r;
         EXIT WHEN NOT FOUND;
+        v_take := least(v_left, r.open_shares);
         t_orders := t_orders || r.id;
         t_owners := t_owners || r.account_id;
         t_prices := t_prices || r.limit_price;
-        t_shares := t_shares || least(v_left, r.open_shares);
-        v_cash := v_cash + least(v_left, r.open_shares)
-                         * CASE WHEN v_is_buy THEN p_limit - r.limit_price ELSE r.limit_price END;
-        v_left := v_left - least(v_left, r.open_shares);
+        t_shares := t_shares || v_take;
+        v_cash := v_cash + v_take * CASE WHEN v_is_buy THEN p_limit - r.limit_price ELSE r.limit_price END;
+        v_left := v_left - v_take;
     END LOOP;
     CLOSE book;
     trade_count := cardinality(t_orders);
+    v_last := t_orders[trade_count];
 
     -- Lock, in the global order, every row this order changes; reserve what it may
     -- spend (less, for a buy, what its trades give straight back).
@@ -254,11 +261,14 @@ BEGIN
     END IF;
 
     -- Apply the plan: the resting orders, the trades, and what the other side receives.
-    -- Each set-based statement names its rows with "= ANY (array)" too: that is an
-    -- index condition, where a join against unnest() alone would scan the table.
-    UPDATE orders o SET open_shares = o.open_shares - t.shares, filled_shares = o.filled_shares + t.shares
-      FROM unnest(t_orders, t_shares) AS t (id, shares)
-     WHERE o.id = ANY (t_orders) AND o.id = t.id;
+    -- Each set-based statement names its rows with "= ANY (array)": that is an index
+    -- condition, where a join against unnest() alone would scan the table. The resting
+    -- orders need no join with the planned shares, a cost per trade of its own: all
+    -- but the last are filled whole.
+    UPDATE orders
+       SET open_shares = open_shares - CASE WHEN id = v_last THEN v_take ELSE open_shares END,
+           filled_shares = filled_shares + CASE WHEN id = v_last THEN v_take ELSE open_shares END
+     WHERE id = ANY (t_orders);
     INSERT INTO trades (buy_order_id, sell_order_id, shares, price)
     SELECT CASE WHEN v_is_buy THEN order_id ELSE t.id END,
            CASE WHEN v_is_buy THEN t.id ELSE order_id END,

@@ -44,8 +44,8 @@ impl Default for DatabaseTimeouts {
     fn default() -> Self {
         DatabaseTimeouts {
             connect_ms: 3_000,
-            statement_ms: 5_000,
-            idle_in_transaction_ms: 10_000,
+            statement_ms: 10_000,
+            idle_in_transaction_ms: 20_000,
         }
     }
 }

@@ -96,8 +96,10 @@ pub struct Settings {
     #[arg(long, default_value_t = 10_000)]
     pub grace_period_ms: u64,
 
-    /// Longest one database statement may run, in milliseconds.
-    #[arg(long, default_value_t = 5_000)]
+    /// Longest one database statement may run, in milliseconds. One order is one
+    /// statement, and its symbol waits for it: enough for an order that sweeps a few
+    /// hundred thousand resting orders, and no more.
+    #[arg(long, default_value_t = 10_000, value_parser = at_least_one_ms)]
     pub statement_timeout_ms: u64,
 }
 
