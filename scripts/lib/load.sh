@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by scripts/bench and scripts/scale, which run the server under
 # `exchange-client load`: waiting for the server's port, and reading the load's
 # `--json` report.

@@ -141,6 +141,7 @@ validators_bindir() {
 # words); the caller stops it with bench_cluster_stop. Its clients connect over TCP to
 # 127.0.0.1, or with TRANSPORT=unix over the cluster's Unix socket (the URL's host is
 # then the socket's directory, percent-encoded, which libpq and the server both read).
+# shellcheck disable=SC2034 # BENCH_* are this function's results, read by its callers.
 bench_cluster() {
     if [ -n "${DATABASE_URL:-}" ]; then
         BENCH_ADMIN_URL=$DATABASE_URL

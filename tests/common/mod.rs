@@ -180,6 +180,13 @@ pub fn parts(item: &Element) -> Vec<String> {
         .collect()
 }
 
+/// The server binary under test: this build's, or with EXCHANGE_TEST_SERVER_BIN
+/// another build's (an older one, to see a test fail before its fix).
+pub fn server_bin() -> String {
+    std::env::var("EXCHANGE_TEST_SERVER_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_exchange-server").to_string())
+}
+
 /// The real server binary, started on a free port; stopped with SIGTERM on drop.
 pub struct Server {
     pub child: Child,
@@ -210,14 +217,14 @@ impl Server {
     }
 
     fn spawn(wrapper: &[&str], url: &str, workers: usize, extra: &[&str], stderr: Stdio) -> Server {
-        let server = env!("CARGO_BIN_EXE_exchange-server");
+        let server = server_bin();
         let mut command = match wrapper.split_first() {
             Some((program, args)) => {
                 let mut command = Command::new(program);
-                command.args(args).arg(server);
+                command.args(args).arg(&server);
                 command
             }
-            None => Command::new(server),
+            None => Command::new(&server),
         };
         let mut child = command
             .args([
