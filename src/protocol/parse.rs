@@ -238,6 +238,16 @@ mod tests {
             (b"<transactions id=\"1\"/>", "at least one"),
             (b"<transactions id=\"1\"></transactions>", "at least one"),
             (deep.as_bytes(), "deeper than 8"),
+            (b"<create a=\"&#1;\"/>", "U+0001"),
+            (b"<create>&#x1F;</create>", "U+001F"),
+            (b"<create>5&#xB;</create>", "U+000B"),
+            (b"<create>&#xFFFE;</create>", "U+FFFE"),
+            (b"<create>&#xFFFF;</create>", "U+FFFF"),
+            (b"<create/><?xml version=\"1.0\"?>", "declaration"),
+            (b" <?xml version=\"1.0\"?><create/>", "declaration"),
+            (b"<?XML version=\"1.0\"?><create/>", "declaration"),
+            (b"<create><!-- a -- b --></create>", "comment"),
+            (b"<create><!-- a ---></create>", "comment"),
         ];
         for (xml, why) in table {
             let got = err(xml);

@@ -34,9 +34,9 @@ pub fn outcome_bytes(outcome: &Outcome) -> usize {
 }
 
 /// Bytes of one `<executed>` part at the least (every number one digit) and at the
-/// most (every number at the protocol's longest, a time of 19 digits).
+/// most (every number at the protocol's longest, 24 characters, a time at 20).
 pub const FILL_BYTES_MIN: usize = 46;
-pub const FILL_BYTES_MAX: usize = FILL_BYTES_MIN + 2 * 23 + 18;
+pub const FILL_BYTES_MAX: usize = FILL_BYTES_MIN + 2 * 23 + 19;
 /// Bytes of a `<status>` or `<canceled>` answer less its fills, at the most, for an
 /// id of up to 19 digits.
 pub const ORDER_STATE_BYTES_MAX: usize = 200;
@@ -156,6 +156,51 @@ mod tests {
 
     fn dec(s: &str) -> Decimal {
         s.parse().expect("test literal")
+    }
+
+    #[test]
+    fn order_states_stay_within_the_sizes_the_answer_bound_counts_on() {
+        let state = |fill: Fill, canceled| OrderState {
+            open_shares: dec("999999999999999.99999999"),
+            canceled,
+            fills: vec![fill],
+        };
+        let fill = |digits: &str, time| Fill {
+            shares: dec(digits),
+            price: dec(digits),
+            time,
+        };
+        let id = i64::MAX.to_string();
+        let largest = state(
+            fill("999999999999999.99999999", i64::MIN),
+            Some((dec("999999999999999.99999999"), i64::MIN)),
+        );
+        let bytes = outcome_bytes(&Outcome::Canceled {
+            id: id.clone(),
+            state: largest.clone(),
+        });
+        let fills = outcome_bytes(&Outcome::Canceled {
+            id: id.clone(),
+            state: OrderState {
+                fills: vec![largest.fills[0].clone(); 2],
+                ..largest
+            },
+        }) - bytes;
+        assert_eq!(fills, FILL_BYTES_MAX);
+        assert!(bytes - fills <= ORDER_STATE_BYTES_MAX, "{bytes}");
+        let smallest = state(fill("1", 0), None);
+        let with_fill = outcome_bytes(&Outcome::Status {
+            id: id.clone(),
+            state: smallest.clone(),
+        });
+        let without = outcome_bytes(&Outcome::Status {
+            id,
+            state: OrderState {
+                fills: vec![],
+                ..smallest
+            },
+        });
+        assert_eq!(with_fill - without, FILL_BYTES_MIN);
     }
 
     #[test]
