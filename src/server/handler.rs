@@ -1,6 +1,6 @@
-//! A handler thread: takes complete requests from its own intake, executes them, and
-//! passes the answers on: to the flusher when they must wait for the WAL, else straight
-//! to the courier.
+//! A handler thread: executes the complete requests it reads from the worker's intake,
+//! and passes the answers on: to the flusher when they must wait for the WAL, else
+//! straight to the courier.
 //!
 //! Each thread keeps one database session (connection plus prepared statements) for
 //! as long as it works, and replaces it from the pool only when it breaks.
