@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{count, fresh_database, sql, Server};
+use common::{count, fresh_database, snapshot, Server};
 use exchange::wire::frame;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -29,25 +29,6 @@ fn server(hint: &str) -> Server {
     );
     server.send(r#"<transactions id="2"><order sym="X" amount="-10" limit="5"/></transactions>"#);
     server
-}
-
-/// Everything a request could have changed, as text.
-fn snapshot(url: &str) -> String {
-    let mut db = sql(url);
-    let mut out = String::new();
-    for query in [
-        "SELECT id || ':' || balance FROM accounts ORDER BY id",
-        "SELECT account_id || ':' || symbol || ':' || shares FROM positions ORDER BY 1",
-        "SELECT id || ':' || open_shares || ':' || canceled_shares FROM orders ORDER BY id",
-        "SELECT count(*)::text FROM trades",
-        "SELECT count(*)::text FROM share_issues",
-    ] {
-        for row in db.query(query, &[]).expect("snapshot query") {
-            out += &row.get::<_, String>(0);
-            out.push('\n');
-        }
-    }
-    out
 }
 
 /// Sends `bytes`, keeps the connection open, and returns what came back and when.

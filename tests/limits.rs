@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{count, fresh_database, sql, Server};
+use common::{count, fresh_database, snapshot, sql, Server};
 use exchange::protocol::reply::read_reply;
 use exchange::store::{self, DatabaseTimeouts};
 use exchange::wire::frame;
@@ -194,26 +194,10 @@ fn server(hint: &str) -> Server {
     server
 }
 
-fn holdings(url: &str) -> String {
-    let mut db = sql(url);
-    let mut out = String::new();
-    for query in [
-        "SELECT id || ':' || balance FROM accounts ORDER BY id",
-        "SELECT account_id || ':' || symbol || ':' || shares FROM positions ORDER BY 1",
-        "SELECT count(*)::text FROM orders",
-    ] {
-        for row in db.query(query, &[]).expect("query") {
-            out += &row.get::<_, String>(0);
-            out.push('\n');
-        }
-    }
-    out
-}
-
 #[test]
 fn what_xml_forbids_is_refused_whole() {
     let server = server("limit_xml");
-    let before = holdings(&server.url);
+    let before = snapshot(&server.url);
     let mut cases: Vec<String> = ["&#1;", "&#x1F;", "&#xB;", "&#xFFFE;", "&#xFFFF;", "&#0;"]
         .iter()
         .flat_map(|reference| {
@@ -240,7 +224,7 @@ fn what_xml_forbids_is_refused_whole() {
             "whole: {answer}"
         );
     }
-    assert_eq!(holdings(&server.url), before);
+    assert_eq!(snapshot(&server.url), before);
 }
 
 /// Sends `first`, waits until the server has surely read it, then `second`.
@@ -306,7 +290,7 @@ fn small_cases_answer_what_they_are() {
     assert_eq!(items[0].text, "no such order for this account");
     assert_eq!(items[1].text, "no such order for this account");
     assert_eq!(items[2].text, "order id must be a positive integer");
-    let before = holdings(&server.url);
+    let before = snapshot(&server.url);
     // Only XML's own whitespace is trimmed around a share count, and the count is text
     // alone, not text around elements.
     for content in ["\u{a0}5", "5\u{a0}", "\u{2003}5", "1<b/>0", "<b/>5"] {
@@ -316,7 +300,7 @@ fn small_cases_answer_what_they_are() {
         assert_eq!(items[0].name, "error", "{content:?}: {items:?}");
         assert!(items[0].text.contains("share count"), "{:?}", items[0]);
     }
-    assert_eq!(holdings(&server.url), before);
+    assert_eq!(snapshot(&server.url), before);
     let items =
         server.send(r#"<create><symbol sym="X"><account id="1"> 5 </account></symbol></create>"#);
     assert_eq!(items[0].name, "created");

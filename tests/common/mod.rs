@@ -455,6 +455,25 @@ fn one_request(addr: SocketAddr, xml: &str) -> Outcome {
     }
 }
 
+/// Everything a request could have changed, as text.
+pub fn snapshot(url: &str) -> String {
+    let mut db = sql(url);
+    let mut out = String::new();
+    for query in [
+        "SELECT id || ':' || balance FROM accounts ORDER BY id",
+        "SELECT account_id || ':' || symbol || ':' || shares FROM positions ORDER BY 1",
+        "SELECT id || ':' || open_shares || ':' || canceled_shares FROM orders ORDER BY id",
+        "SELECT count(*)::text FROM trades",
+        "SELECT count(*)::text FROM share_issues",
+    ] {
+        for row in db.query(query, &[]).expect("snapshot query") {
+            out += &row.get::<_, String>(0);
+            out.push('\n');
+        }
+    }
+    out
+}
+
 /// Asserts the conservation audit finds nothing wrong in the database at `url`.
 pub fn audit_holds(url: &str) {
     let report = exchange::audit::audit(&mut sql(url)).expect("audit runs");
