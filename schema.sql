@@ -297,12 +297,8 @@ END
 $$;
 
 -- Cancels the open part of an order and returns what it had reserved.
--- Returns 'canceled', 'not_found' (unknown, or another account's), 'not_open', or
--- 'too_large' when p_fills_max is set and the order has more fills than that: the
--- answer to a cancel lists every fill, and an answer has a bound (docs/PROTOCOL.md).
--- Fills are counted under the symbol's lock, so none can be added before the answer.
-CREATE OR REPLACE FUNCTION cancel_order(p_account text, p_order bigint, p_fills_max bigint)
-RETURNS text
+-- Returns 'canceled', 'not_found' (unknown, or another account's) or 'not_open'.
+CREATE OR REPLACE FUNCTION cancel_order(p_account text, p_order bigint) RETURNS text
 LANGUAGE plpgsql
 AS $$
 DECLARE
@@ -319,14 +315,6 @@ BEGIN
     IF o.open_shares = 0 THEN
         RETURN 'not_open';
     END IF;
-    IF p_fills_max IS NOT NULL AND (
-        SELECT count(*) FROM (
-            SELECT 1 FROM trades WHERE buy_order_id = p_order
-            UNION ALL
-            SELECT 1 FROM trades WHERE sell_order_id = p_order
-            LIMIT p_fills_max + 1) fills) > p_fills_max THEN
-        RETURN 'too_large';
-    END IF;
     IF o.is_buy THEN
         UPDATE accounts SET balance = balance + o.open_shares * o.limit_price WHERE id = p_account;
     ELSE
@@ -337,8 +325,3 @@ BEGIN
     RETURN 'canceled';
 END
 $$;
-
--- The form earlier servers call: a cancel with no bound on its answer.
-CREATE OR REPLACE FUNCTION cancel_order(p_account text, p_order bigint) RETURNS text
-LANGUAGE sql
-AS $$ SELECT cancel_order(p_account, p_order, NULL) $$;

@@ -8,7 +8,9 @@
 
 use crate::model::{AccountId, OrderId, Symbol};
 use crate::number::{self, Sign};
-use crate::protocol::render::{self, FILL_BYTES_MAX, FILL_BYTES_MIN, ORDER_STATE_BYTES_MAX};
+use crate::protocol::render::{
+    self, ANSWER_ENVELOPE_BYTES, FILL_BYTES_MAX, OPERATION_BYTES_RESERVED, ORDER_STATE_BYTES_MAX,
+};
 use crate::protocol::{CreateItem, Outcome, Request, Response, SymbolChild, TransactionItem};
 use crate::rejection::{Rejection, OUTCOME_UNKNOWN};
 use crate::store::{Canceled, OrderRefusal, Placed, Session, StoreError};
@@ -69,19 +71,27 @@ pub enum Executed {
 /// commits are not yet durable: the caller sends the response only once they are,
 /// through [`settle`] on the same session or a worker's flusher.
 ///
-/// The answer's parts add up to at most `answer_bytes_max` (docs/PROTOCOL.md, Limits):
-/// an order's state that would not fit is never read past the bound, and its place
-/// gets an error instead; a cancel whose answer would not fit is not carried out.
+/// The whole answer is at most `answer_bytes_max` bytes (docs/PROTOCOL.md, Limits),
+/// which must hold [`answer_bytes_needed`] for the request: every operation has
+/// [`OPERATION_BYTES_RESERVED`] kept for it until its turn. An order's state lists as
+/// many fills as fit, oldest first, and says how many it leaves out; an error that
+/// would echo more than fits is answered without the echo.
 pub fn execute(
     request: &Request,
     sessions: &mut dyn Sessions,
     answer_bytes_max: usize,
 ) -> Executed {
+    let operations = request.operation_count();
+    assert!(
+        answer_bytes_max >= answer_bytes_needed(operations),
+        "the settings let through a request whose answer cannot fit"
+    );
     let mut run = Run {
         sessions,
         database_failed: false,
         database_answered: false,
-        answer_bytes_left: answer_bytes_max,
+        answer_bytes_left: answer_bytes_max - ANSWER_ENVELOPE_BYTES,
+        operations_left: operations,
         answer_bytes_max,
     };
     let outcomes = match request {
@@ -113,6 +123,11 @@ pub fn execute(
     }
 }
 
+/// The smallest answer bound under which `operations` operations can always be answered.
+pub fn answer_bytes_needed(operations: usize) -> usize {
+    ANSWER_ENVELOPE_BYTES + operations.saturating_mul(OPERATION_BYTES_RESERVED)
+}
+
 /// The answer to a request whose results could not be made durable: they may stand.
 pub fn not_durable(why: &dyn fmt::Display) -> Response {
     Response::Rejected(format!(
@@ -130,6 +145,8 @@ struct Run<'a> {
     database_answered: bool,
     /// What the answer's remaining parts may add up to.
     answer_bytes_left: usize,
+    /// Operations not yet answered, the current one included.
+    operations_left: usize,
     answer_bytes_max: usize,
 }
 
@@ -168,31 +185,48 @@ fn required<'v>(value: &'v Option<String>, name: &'static str) -> Result<&'v str
 }
 
 impl Run<'_> {
-    /// Counts `outcome` against the answer's bound. Order states were read only as far
-    /// as they could fit; one that still does not (long numbers) becomes an error.
+    /// What the current operation's part may take: what is left, less what the
+    /// operations after it keep for themselves. Never less than their reserve.
+    fn bytes_for_this_operation(&self) -> usize {
+        let after = self.operations_left.saturating_sub(1);
+        self.answer_bytes_left - after * OPERATION_BYTES_RESERVED
+    }
+
+    /// Counts `outcome` against the answer's bound. Only an error can hold more than
+    /// its part may take (it echoes what the request sent): it then goes without.
     fn within_bound(&mut self, outcome: Outcome) -> Outcome {
-        let bytes = render::outcome_bytes(&outcome);
+        let room = self.bytes_for_this_operation();
+        let mut bytes = render::outcome_bytes(&outcome);
         let outcome = match outcome {
-            Outcome::Status { id, .. } if bytes > self.answer_bytes_left => {
-                error(vec![("id", id)], self.too_large())
+            Outcome::Error { message, .. } if bytes > room => {
+                // Without the echoed attributes; without the reason too, if it echoes
+                // more (an unknown element's name, say).
+                let mut terse = Outcome::Error {
+                    attrs: vec![],
+                    message,
+                };
+                bytes = render::outcome_bytes(&terse);
+                if bytes > room {
+                    terse = error(vec![], Rejection::AnswerTooLarge(self.answer_bytes_max));
+                    bytes = render::outcome_bytes(&terse);
+                }
+                terse
             }
             outcome => outcome,
         };
-        let bytes = render::outcome_bytes(&outcome);
-        self.answer_bytes_left = self.answer_bytes_left.saturating_sub(bytes);
+        assert!(
+            bytes <= room && room <= self.answer_bytes_left,
+            "an answer's part of {bytes} bytes passed its room of {room}"
+        );
+        self.answer_bytes_left -= bytes;
+        self.operations_left -= 1;
         outcome
     }
 
-    fn too_large(&self) -> Rejection {
-        Rejection::AnswerTooLarge(self.answer_bytes_max)
-    }
-
-    /// The most fills an order's state may have and still fit in what is left of the
-    /// answer: at the least size per fill when only read (the exact size is checked
-    /// after), at the greatest when a cancel depends on it.
-    fn fills_that_fit(&self, bytes_per_fill: usize) -> i64 {
-        let left = self.answer_bytes_left.saturating_sub(ORDER_STATE_BYTES_MAX);
-        i64::try_from(left / bytes_per_fill).map_or(i64::MAX - 1, |n| n.min(i64::MAX - 1))
+    /// The most fills an order's state may list in this operation's part.
+    fn fills_that_fit(&self) -> i64 {
+        let room = self.bytes_for_this_operation() - ORDER_STATE_BYTES_MAX;
+        i64::try_from(room / FILL_BYTES_MAX).unwrap_or(i64::MAX)
     }
 
     /// Runs one database operation, or refuses to after an earlier failure.
@@ -417,9 +451,8 @@ impl Run<'_> {
         id: &Option<String>,
     ) -> Result<Outcome, Rejection> {
         let (account, id_text, order) = Self::order_named(on_behalf, id)?;
-        let fills_max = self.fills_that_fit(FILL_BYTES_MIN);
+        let fills_max = self.fills_that_fit();
         match self.with_session(|s| s.order_state(&account, order, fills_max))? {
-            Some(state) if state.fills.len() as i64 > fills_max => Err(self.too_large()),
             Some(state) => Ok(Outcome::Status {
                 id: id_text.to_string(),
                 state,
@@ -434,25 +467,24 @@ impl Run<'_> {
         id: &Option<String>,
     ) -> Result<Outcome, Rejection> {
         let (account, id_text, order) = Self::order_named(on_behalf, id)?;
-        let fills_max = self.fills_that_fit(FILL_BYTES_MAX);
-        match self.with_session(|s| s.cancel_order(&account, order, fills_max))? {
+        match self.with_session(|s| s.cancel_order(&account, order))? {
             Canceled::Canceled => {
                 // A canceled order never changes again, so reading it afterwards is exact.
-                let state = self.with_session(|s| s.order_state(&account, order, fills_max))?;
+                // The cancel has committed: a failure to read it leaves its outcome to
+                // the client to find out, never "not executed".
+                let fills_max = self.fills_that_fit();
+                let state = self
+                    .with_session(|s| s.order_state(&account, order, fills_max))
+                    .map_err(|why| Rejection::OutcomeUnknown(format!("canceled, then {why}")))?;
                 let Some(state) = state else {
                     panic!("order {order} of account {account} vanished after its cancel");
                 };
-                assert!(
-                    state.fills.len() as i64 <= fills_max,
-                    "cancel_order let through an order with more fills than fit"
-                );
                 Ok(Outcome::Canceled {
                     id: id_text.to_string(),
                     state,
                 })
             }
             Canceled::NothingOpen => Err(Rejection::OrderHasNothingOpen),
-            Canceled::TooLarge => Err(self.too_large()),
             Canceled::NotFound => Err(self.order_missing(on_behalf, &account)),
         }
     }

@@ -20,6 +20,7 @@ pub struct OrderId(pub i64);
 
 pub const ACCOUNT_ID_CHARS_MAX: usize = 32;
 pub const SYMBOL_CHARS_MAX: usize = 32;
+pub const ORDER_ID_CHARS_MAX: usize = 32;
 
 impl AccountId {
     pub fn parse(text: &str) -> Option<AccountId> {
@@ -50,9 +51,12 @@ impl OrderId {
     /// parses to (ids start at 1).
     pub const NONE: OrderId = OrderId(0);
 
-    /// Order ids are positive base-10 integers; anything else names no order.
+    /// Order ids are positive base-10 integers of at most 32 digits (leading zeros
+    /// included: the id is echoed as written); anything else names no order.
     pub fn parse(text: &str) -> Option<OrderId> {
-        if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        let digits = (1..=ORDER_ID_CHARS_MAX).contains(&text.len())
+            && text.bytes().all(|b| b.is_ascii_digit());
+        if !digits {
             return None;
         }
         let significant = text.trim_start_matches('0');
@@ -95,8 +99,10 @@ pub struct OrderState {
     pub open_shares: Decimal,
     /// Shares and time of the cancel, if the order was canceled.
     pub canceled: Option<(Decimal, i64)>,
-    /// Trades, oldest first.
+    /// Trades, oldest first: all of them, or as many as an answer had room for.
     pub fills: Vec<Fill>,
+    /// Trades left out of `fills` for want of room in the answer.
+    pub fills_omitted: u64,
 }
 
 #[cfg(test)]
@@ -137,7 +143,10 @@ mod tests {
         for beyond in ["9223372036854775808", "99999999999999999999"] {
             assert_eq!(OrderId::parse(beyond), Some(OrderId::NONE), "{beyond:?}");
         }
-        for bad in ["0", "000", "-1", "", "1.5", "abc", "+4", " 4", "٤"] {
+        let too_long = format!("{}1", "0".repeat(32));
+        for bad in [
+            "0", "000", "-1", "", "1.5", "abc", "+4", " 4", "٤", &too_long,
+        ] {
             assert_eq!(OrderId::parse(bad), None, "{bad:?}");
         }
     }

@@ -39,7 +39,8 @@ pub enum Rejection {
     OrderHasNothingOpen,
     UnknownElement(String),
     MissingAttribute(&'static str),
-    /// The operation's answer would take the whole answer past this many bytes.
+    /// The error's echo of what the request sent would take the whole answer past
+    /// this many bytes: the error goes without it.
     AnswerTooLarge(usize),
     /// The database failed; this operation did not run.
     ServiceUnavailable(String),
@@ -72,15 +73,17 @@ impl fmt::Display for Rejection {
             InsufficientShares => {
                 f.write_str("insufficient shares: the position does not cover the amount")
             }
-            OrderIdInvalid => f.write_str("order id must be a positive integer"),
+            OrderIdInvalid => {
+                f.write_str("order id must be a positive integer of at most 32 digits")
+            }
             OrderUnknown => f.write_str("no such order for this account"),
             OrderHasNothingOpen => f.write_str("order has nothing open to cancel"),
             UnknownElement(name) => write!(f, "unknown element <{name}>"),
             MissingAttribute(name) => write!(f, "missing attribute {name}"),
             AnswerTooLarge(bytes_max) => write!(
                 f,
-                "answer too large: this operation's part would take the answer past \
-                 {bytes_max} bytes, so it was not carried out; send it in a request of its own"
+                "answer too large: this error's reason, which echoes the request, would \
+                 take the answer past {bytes_max} bytes"
             ),
             ServiceUnavailable(why) => write!(f, "{NOT_EXECUTED}: {why}"),
             OutcomeUnknown(why) => write!(

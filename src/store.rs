@@ -238,8 +238,6 @@ pub enum Canceled {
     Canceled,
     NotFound,
     NothingOpen,
-    /// Not canceled: the order has more fills than its answer may carry.
-    TooLarge,
 }
 
 struct Statements {
@@ -249,6 +247,7 @@ struct Statements {
     place_order: Statement,
     cancel_order: Statement,
     order_state: Statement,
+    fill_count: Statement,
     make_durable: Statement,
 }
 
@@ -268,7 +267,7 @@ impl Statements {
                 "SELECT rejection, order_id, {COMMIT_DEFERRED} FROM place_order($1, $2, $3, $4)"
             ))?,
             cancel_order: client
-                .prepare(&format!("SELECT cancel_order($1, $2, $3), {COMMIT_DEFERRED}"))?,
+                .prepare(&format!("SELECT cancel_order($1, $2), {COMMIT_DEFERRED}"))?,
             order_state: client.prepare(
                 "SELECT o.open_shares, o.canceled_shares, floor(extract(epoch FROM o.canceled_at))::bigint,
                         t.shares, t.price, floor(extract(epoch FROM t.traded_at))::bigint
@@ -281,6 +280,10 @@ impl Statements {
                   WHERE o.id = $1 AND o.account_id = $2
                   ORDER BY t.id
                   LIMIT $3::bigint + 1",
+            )?,
+            fill_count: client.prepare(
+                "SELECT (SELECT count(*) FROM trades WHERE buy_order_id = $1)
+                      + (SELECT count(*) FROM trades WHERE sell_order_id = $1)",
             )?,
             // A commit waits for the WAL only if its transaction has an id and wrote
             // WAL; an empty transactional logical message is the smallest write that
@@ -394,21 +397,17 @@ impl Session {
         Ok(placed)
     }
 
-    /// Cancels the order's open part, unless it has more than `fills_max` fills.
     pub fn cancel_order(
         &mut self,
         account: &AccountId,
         order: OrderId,
-        fills_max: i64,
     ) -> Result<Canceled, StoreError> {
-        let row = self.retrying(|c, s| {
-            c.query_one(&s.cancel_order, &[&account.as_str(), &order.0, &fills_max])
-        })?;
+        let row =
+            self.retrying(|c, s| c.query_one(&s.cancel_order, &[&account.as_str(), &order.0]))?;
         match row.try_get::<_, &str>(0)? {
             "canceled" => Ok(Canceled::Canceled),
             "not_found" => Ok(Canceled::NotFound),
             "not_open" => Ok(Canceled::NothingOpen),
-            "too_large" => Ok(Canceled::TooLarge),
             other => Err(StoreError::Failed(format!(
                 "cancel_order answered {other:?}"
             ))),
@@ -427,8 +426,8 @@ impl Session {
         Ok(())
     }
 
-    /// The order's state if it exists and belongs to `account`, with at most
-    /// `fills_max` + 1 of its fills (more than `fills_max` tells the caller it has more).
+    /// The order's state if it exists and belongs to `account`, with its oldest
+    /// `fills_max` fills at the most, and how many more it has.
     pub fn order_state(
         &mut self,
         account: &AccountId,
@@ -446,6 +445,7 @@ impl Session {
             open_shares: first.try_get(0)?,
             canceled: canceled_at.map(|time| (canceled_shares, time)),
             fills: Vec::with_capacity(rows.len()),
+            fills_omitted: 0,
         };
         for row in &rows {
             let shares: Option<Decimal> = row.try_get(3)?;
@@ -456,6 +456,14 @@ impl Session {
                     time: row.try_get(5)?,
                 });
             }
+        }
+        // One row more than fit was read: only then is it worth counting them all.
+        if state.fills.len() as i64 > fills_max {
+            state.fills.truncate(fills_max.max(0) as usize);
+            let total: i64 = self
+                .retrying(|c, s| c.query_one(&s.fill_count, &[&order.0]))?
+                .try_get(0)?;
+            state.fills_omitted = (total as u64).saturating_sub(state.fills.len() as u64);
         }
         Ok(Some(state))
     }

@@ -30,50 +30,86 @@ fn order_with_a_thousand_fills(server: &Server) -> String {
     sell[0].get("id").to_string()
 }
 
+/// The `(fills listed, fills left out)` of each `<status>` or `<canceled>` in `items`.
+fn fills_shown(items: &[exchange::protocol::tree::Element]) -> Vec<(usize, usize)> {
+    items
+        .iter()
+        .map(|item| {
+            let listed = item
+                .children
+                .iter()
+                .filter(|c| c.name == "executed")
+                .count();
+            let omitted = item.get("executed-omitted").parse().unwrap_or(0);
+            (listed, omitted)
+        })
+        .collect()
+}
+
 #[test]
 fn answers_stay_within_the_response_bound() {
     let bound = 200_000;
     let server = Server::start(
         &fresh_database("limit_answer"),
         2,
-        &["--response-bytes-max", &bound.to_string()],
+        &[
+            "--response-bytes-max",
+            &bound.to_string(),
+            "--operations-max",
+            "100",
+        ],
     );
     let sell = order_with_a_thousand_fills(&server);
-    // Each state of the sell is about 50 kB: three fit, the other seven do not.
+    // Each whole state of the sell is about 55 kB: ten do not fit. Every query is
+    // answered, listing the fills that fit and counting the rest.
     let queries = format!(r#"<query id="{sell}"/>"#).repeat(10);
     let answer = server
         .try_send(&format!(r#"<transactions id="2">{queries}</transactions>"#))
         .expect("answered");
-    assert!(answer.len() <= bound + 200, "{} bytes", answer.len());
+    assert!(answer.len() <= bound, "{} bytes", answer.len());
     let items = read_reply(answer.as_bytes()).expect("well-formed");
-    let names: Vec<&str> = items.iter().map(|i| i.name.as_str()).collect();
-    assert_eq!(names, [&["status"; 3][..], &["error"; 7][..]].concat());
+    assert!(items.iter().all(|i| i.name == "status"), "{items:?}");
+    let shown = fills_shown(&items);
     assert!(
-        items[3].text.contains("answer too large"),
-        "{}",
-        items[3].text
+        shown
+            .iter()
+            .all(|&(listed, omitted)| listed + omitted == 1000),
+        "{shown:?}"
     );
-    assert!(items[3].text.contains(&bound.to_string()));
-    assert_eq!(items[3].get("id"), sell);
+    assert_eq!(shown[0], (1000, 0));
+    assert!(shown[9].1 > 0, "{shown:?}");
 
-    // A cancel whose answer would not fit is not carried out: the sell stays open.
-    let queries = format!(r#"<query id="{sell}"/>"#).repeat(3);
+    // A cancel is carried out whatever its answer holds: the cash it frees is the
+    // owner's, however many fills others made on the order.
+    let queries = format!(r#"<query id="{sell}"/>"#).repeat(4);
     let items = server.send(&format!(
         r#"<transactions id="2">{queries}<cancel id="{sell}"/></transactions>"#
     ));
-    assert_eq!(items[3].name, "error", "{:?}", items[3]);
-    assert!(items[3].text.contains("answer too large"));
+    assert_eq!(items[4].name, "canceled", "{:?}", items[4]);
+    let (listed, omitted) = fills_shown(&items[4..])[0];
+    assert_eq!((listed + omitted, omitted > 0), (1000, true));
     let open = count(
         &server.url,
         &format!("SELECT open_shares::bigint FROM orders WHERE id = {sell}"),
     );
-    assert_eq!(open, 1000);
-    // Alone in its request, it fits, and is carried out.
-    let items = server.send(&format!(
-        r#"<transactions id="2"><cancel id="{sell}"/></transactions>"#
-    ));
-    assert_eq!(items[0].name, "canceled");
-    assert_eq!(items[0].children.len(), 1 + 1000, "canceled part and fills");
+    assert_eq!(open, 0);
+
+    // An error that would echo more than fits goes without the echo.
+    let quotes = "&quot;".repeat(40_000);
+    let answer = server
+        .try_send(&format!(
+            r#"<transactions id="1"><order sym="{quotes}" amount="1" limit="1"/><query id="{sell}"/></transactions>"#
+        ))
+        .expect("answered");
+    assert!(answer.len() <= bound, "{} bytes", answer.len());
+    let items = read_reply(answer.as_bytes()).expect("well-formed");
+    assert_eq!(items[0].name, "error");
+    assert!(
+        items[0].attrs.is_empty(),
+        "an echo of {} bytes",
+        answer.len()
+    );
+    assert!(items[0].text.contains("symbol"), "{}", items[0].text);
     common::audit_holds(&server.url);
 }
 
@@ -107,13 +143,12 @@ fn log_of(path: &std::path::Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
 
-#[test]
-fn the_server_refuses_to_start_with_more_connections_than_the_database_has_free() {
-    let url = database_with_connection_limit("limit_slots", 5);
+/// Runs the server with `args`, which it must refuse within 10 s; returns its log.
+fn refused_at_start(args: &[&str]) -> String {
     let started = Instant::now();
     let mut child = Command::new(common::server_bin())
-        .args(["--port", "0", "--bind", "127.0.0.1", "--workers", "2"])
-        .args(["--threads", "2", "--database-url", &url])
+        .args(["--port", "0", "--bind", "127.0.0.1"])
+        .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -121,17 +156,38 @@ fn the_server_refuses_to_start_with_more_connections_than_the_database_has_free(
     while child.try_wait().expect("wait").is_none() {
         if started.elapsed() > Duration::from_secs(10) {
             let _ = child.kill();
-            panic!("the server started with 6 connections of 5");
+            panic!("the server started with {args:?}");
         }
         std::thread::sleep(Duration::from_millis(50));
     }
     let output = child.wait_with_output().expect("the server's log");
-    assert!(!output.status.success(), "started with 6 of 5 connections");
-    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "started with {args:?}");
+    let log = String::from_utf8_lossy(&output.stderr).into_owned();
     assert_eq!(log.trim().lines().count(), 1, "one line: {log}");
+    log
+}
+
+#[test]
+fn the_server_refuses_to_start_with_more_connections_than_the_database_has_free() {
+    let url = database_with_connection_limit("limit_slots", 5);
+    let log = refused_at_start(&["--workers", "2", "--threads", "2", "--database-url", &url]);
     assert!(
         log.contains(" 6 ") && log.contains(" 5 "),
         "names both: {log}"
+    );
+}
+
+#[test]
+fn the_server_refuses_an_answer_bound_too_small_for_the_operations() {
+    let log = refused_at_start(&[
+        "--response-bytes-max",
+        "20000",
+        "--database-url",
+        "postgres://nobody@127.0.0.1:1/none",
+    ]);
+    assert!(
+        log.contains("--response-bytes-max") && log.contains("2560064"),
+        "{log}"
     );
 }
 
@@ -289,7 +345,10 @@ fn small_cases_answer_what_they_are() {
     );
     assert_eq!(items[0].text, "no such order for this account");
     assert_eq!(items[1].text, "no such order for this account");
-    assert_eq!(items[2].text, "order id must be a positive integer");
+    assert_eq!(
+        items[2].text,
+        "order id must be a positive integer of at most 32 digits"
+    );
     let before = snapshot(&server.url);
     // Only XML's own whitespace is trimmed around a share count, and the count is text
     // alone, not text around elements.

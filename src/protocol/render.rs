@@ -38,8 +38,15 @@ pub fn outcome_bytes(outcome: &Outcome) -> usize {
 pub const FILL_BYTES_MIN: usize = 46;
 pub const FILL_BYTES_MAX: usize = FILL_BYTES_MIN + 2 * 23 + 19;
 /// Bytes of a `<status>` or `<canceled>` answer less its fills, at the most, for an
-/// id of up to 19 digits.
-pub const ORDER_STATE_BYTES_MAX: usize = 200;
+/// id of up to 19 digits and a count of fills left out.
+pub const ORDER_STATE_BYTES_MAX: usize = 240;
+/// Bytes of an answer around its parts: the XML declaration and `<results>`.
+pub const ANSWER_ENVELOPE_BYTES: usize = 64;
+/// Bytes kept for each operation's part until its turn: room for any part but an
+/// order's fills and an error's echo (which go without what does not fit).
+pub const OPERATION_BYTES_RESERVED: usize = 256;
+// An order's state with no fills fits the reserve, so every part has room.
+const _: () = assert!(ORDER_STATE_BYTES_MAX <= OPERATION_BYTES_RESERVED);
 
 fn outcome_into(out: &mut String, outcome: &Outcome) {
     match outcome {
@@ -84,6 +91,9 @@ fn outcome_into(out: &mut String, outcome: &Outcome) {
 fn order_state_into(out: &mut String, tag: &str, id: &str, state: &OrderState) {
     let _ = write!(out, "  <{tag}");
     attr_into(out, "id", id);
+    if state.fills_omitted > 0 {
+        let _ = write!(out, " executed-omitted=\"{}\"", state.fills_omitted);
+    }
     out.push_str(">\n");
     if !state.open_shares.is_zero() {
         let _ = writeln!(
@@ -164,13 +174,14 @@ mod tests {
             open_shares: dec("999999999999999.99999999"),
             canceled,
             fills: vec![fill],
+            fills_omitted: u64::MAX,
         };
         let fill = |digits: &str, time| Fill {
             shares: dec(digits),
             price: dec(digits),
             time,
         };
-        let id = i64::MAX.to_string();
+        let id = "9".repeat(crate::model::ORDER_ID_CHARS_MAX);
         let largest = state(
             fill("999999999999999.99999999", i64::MIN),
             Some((dec("999999999999999.99999999"), i64::MIN)),
@@ -204,6 +215,34 @@ mod tests {
     }
 
     #[test]
+    fn every_part_but_fills_and_echoes_fits_the_reserve_of_an_operation() {
+        let longest_number = "-999999999999999.99999999";
+        let id = "9".repeat(32);
+        let parts = [
+            Outcome::Opened {
+                sym: "S".repeat(32),
+                amount: longest_number.into(),
+                limit: longest_number.into(),
+                id: OrderId(i64::MAX),
+            },
+            Outcome::PositionCreated {
+                sym: "S".repeat(32),
+                id: id.clone(),
+            },
+            Outcome::AccountCreated { id },
+            Outcome::Error {
+                attrs: vec![],
+                message: crate::rejection::Rejection::AnswerTooLarge(usize::MAX).to_string(),
+            },
+        ];
+        for part in parts {
+            assert!(outcome_bytes(&part) <= OPERATION_BYTES_RESERVED, "{part:?}");
+        }
+        let envelope = text(&Response::Results(vec![])).len() + "</results>\n".len();
+        assert!(envelope <= ANSWER_ENVELOPE_BYTES, "{envelope}");
+    }
+
+    #[test]
     fn renders_each_outcome() {
         let state = OrderState {
             open_shares: dec("100.000"),
@@ -213,6 +252,7 @@ mod tests {
                 price: dec("125.00"),
                 time: 1_700_000_000,
             }],
+            fills_omitted: 0,
         };
         let response = Response::Results(vec![
             Outcome::AccountCreated { id: "1".into() },
@@ -260,6 +300,7 @@ mod tests {
                 price: dec("2"),
                 time: 4,
             }],
+            fills_omitted: 0,
         };
         let got = text(&Response::Results(vec![Outcome::Canceled {
             id: "3".into(),

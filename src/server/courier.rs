@@ -118,16 +118,28 @@ fn run(deliveries: Receiver<Delivery>, limits: DeliveryLimits) {
                 break;
             };
             unsent -= cut.unsent();
+            cut.cut_off();
         }
         wait_writable(blocked.make_contiguous());
         let now = Instant::now();
-        blocked.retain_mut(|d| {
-            matches!(d.advance(limits.stall), Progress::Blocked) && d.deadline > now
+        blocked.retain_mut(|d| match d.advance(limits.stall) {
+            Progress::Blocked if d.deadline <= now => {
+                d.cut_off();
+                false
+            }
+            Progress::Blocked => true,
+            Progress::Done => false,
         });
     }
 }
 
 impl Delivery {
+    /// Ends the connection with a reset, so that the client sees its answer was cut
+    /// off rather than a normal end of a document that is not whole.
+    fn cut_off(&self) {
+        let _ = socket2::SockRef::from(&self.stream).set_linger(Some(Duration::ZERO));
+    }
+
     /// Bytes held for the client, counted at the buffer's capacity.
     fn unsent(&self) -> usize {
         self.bytes.capacity()

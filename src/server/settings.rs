@@ -81,8 +81,8 @@ pub struct Settings {
     #[arg(long, default_value_t = 128 << 20, value_parser = at_least_one)]
     pub pending_bytes_max: usize,
 
-    /// Largest answer, in bytes: an operation whose part would take the answer past it
-    /// is not carried out, and gets an error saying so.
+    /// Largest answer, in bytes, never passed: an order's state lists the fills that
+    /// fit and counts the rest. At least 64 + 256 x --operations-max.
     #[arg(long, default_value_t = 16 << 20, value_parser = at_least_one)]
     pub response_bytes_max: usize,
 
@@ -121,6 +121,19 @@ impl Settings {
         self.workers
             .unwrap_or_else(|| allowed_cpus.div_ceil(self.threads))
             .max(1)
+    }
+
+    /// Refuses settings that contradict one another, in one line.
+    pub fn check(&self) -> Result<(), String> {
+        let needed = crate::exchange::answer_bytes_needed(self.operations_max);
+        if self.response_bytes_max < needed {
+            return Err(format!(
+                "--response-bytes-max {} cannot hold the answer to --operations-max {} \
+                 operations: it must be at least {needed}",
+                self.response_bytes_max, self.operations_max
+            ));
+        }
+        Ok(())
     }
 
     pub fn handler_limits(&self) -> HandlerLimits {
@@ -193,6 +206,23 @@ mod tests {
         assert_eq!(workers(&["--threads", "1"], 8), 8);
         assert_eq!(workers(&["--threads", "3"], 8), 3);
         assert_eq!(workers(&["--workers", "5"], 8), 5);
+    }
+
+    #[test]
+    fn an_answer_bound_too_small_for_the_operations_is_refused() {
+        let with = |args: &[&str]| {
+            Settings::try_parse_from(["exchange-server"].iter().chain(args)).expect("valid flags")
+        };
+        assert!(with(&[]).check().is_ok());
+        let why = with(&["--response-bytes-max", "20000"])
+            .check()
+            .unwrap_err();
+        assert!(why.contains("at least 2560064"), "{why}");
+        assert!(
+            with(&["--response-bytes-max", "20000", "--operations-max", "50"])
+                .check()
+                .is_ok()
+        );
     }
 
     #[test]

@@ -34,6 +34,10 @@ struct Slot {
 
 /// Runs the server; returns when it has stopped.
 pub fn run(settings: Settings) -> ExitCode {
+    if let Err(why) = settings.check() {
+        log(format_args!("{why}"));
+        return ExitCode::FAILURE;
+    }
     raise_open_files_limit();
     let mut listener = match bind(&settings) {
         Ok(listener) => Some(listener),
