@@ -27,7 +27,8 @@ fn pg_ctl(args: &[&str]) {
     // SAFETY: geteuid has no preconditions.
     let mut command = if unsafe { libc::geteuid() } == 0 {
         let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--", &pg_ctl]);
+        // From /: the postgres user may not enter the repository (under /root, say).
+        c.args(["-u", "postgres", "--", &pg_ctl]).current_dir("/");
         c
     } else {
         Command::new(&pg_ctl)

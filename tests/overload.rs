@@ -212,6 +212,28 @@ fn requests_abandoned_while_the_worker_was_stopped_are_not_executed() {
     let orders_before = count(&server.url, "SELECT count(*) FROM orders");
     let worker = nix::unistd::Pid::from_raw(server.workers()[0]);
     nix::sys::signal::kill(worker, nix::sys::signal::Signal::SIGSTOP).expect("stop");
+    // Stopping takes effect thread by thread: a handler still running could take a
+    // request first, and that request would rightly run. Wait until all are stopped.
+    let stopped = |pid: i32| {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .all(|task| {
+                let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+                stat.rsplit(')')
+                    .next()
+                    .is_some_and(|rest| rest.trim_start().starts_with('T'))
+            })
+    };
+    let asked = Instant::now();
+    while !stopped(worker.as_raw()) {
+        assert!(
+            asked.elapsed() < Duration::from_secs(5),
+            "the worker never stopped"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let order =
         frame(br#"<transactions id="1"><order sym="X" amount="1" limit="1"/></transactions>"#);
     let clients: Vec<_> = (0..16)

@@ -44,7 +44,8 @@ as_root() {
 # PostgreSQL refuses to run as root: as root, its commands run as the postgres user.
 as_pg() {
     if [ "$(id -u)" = 0 ]; then
-        runuser -u postgres -- "$@"
+        # From /: the postgres user may not enter the caller's folder (under /root, say).
+        (cd / && runuser -u postgres -- "$@")
     else
         "$@"
     fi
@@ -65,7 +66,8 @@ free_port() {
 # pg_start DATADIR PORT [EXTRA_SETTINGS...]: initialises DATADIR if it is new, then starts
 # the cluster listening on 127.0.0.1:PORT with trust authentication for local use.
 pg_start() {
-    local data=$1 port=$2
+    local data port=$2
+    data=$(realpath -m "$1")
     shift 2
     local bin
     bin=$(pg_bindir) || return 1
@@ -94,7 +96,8 @@ pg_start() {
 }
 
 pg_stop() {
-    local data=$1 bin
+    local data bin
+    data=$(realpath -m "$1")
     bin=$(pg_bindir) || return 1
     [ -f "$data/postmaster.pid" ] && as_pg "$bin/pg_ctl" -D "$data" -m fast -w -t 60 stop >/dev/null
     return 0
