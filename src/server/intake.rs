@@ -76,7 +76,7 @@ struct Pending {
 }
 
 /// What one read did to a pending connection.
-enum Read1 {
+enum AfterRead {
     /// Still arriving.
     Waiting,
     /// Answered with an error, or gone.
@@ -253,12 +253,12 @@ impl Intake {
         let accepted = Instant::now();
         let mut pending = self.pending(table, stream, accepted);
         match self.read_once(&mut pending, chunk) {
-            Read1::Waiting => {
+            AfterRead::Waiting => {
                 self.insert(table, pending);
                 None
             }
-            Read1::Done => None,
-            Read1::Complete(range) => Some(job(pending, range)),
+            AfterRead::Done => None,
+            AfterRead::Complete(range) => Some(job(pending, range)),
         }
     }
 
@@ -271,7 +271,7 @@ impl Intake {
             .take_if(|p| p.generation == generation)?;
         table.buffered_bytes -= pending.buffer.capacity();
         let outcome = self.read_once(&mut pending, chunk);
-        if let Read1::Waiting = outcome {
+        if let AfterRead::Waiting = outcome {
             let mut rearm = EpollEvent::new(interest(), token);
             if self.epoll.modify(&pending.stream, &mut rearm).is_ok() {
                 table.buffered_bytes += pending.buffer.capacity();
@@ -283,13 +283,13 @@ impl Intake {
         table.free.push(slot);
         table.held -= 1;
         match outcome {
-            Read1::Complete(range) => Some(job(pending, range)),
-            Read1::Waiting | Read1::Done => None,
+            AfterRead::Complete(range) => Some(job(pending, range)),
+            AfterRead::Waiting | AfterRead::Done => None,
         }
     }
 
     /// One read of at most a chunk, and no byte past what the request may still need.
-    fn read_once(&self, pending: &mut Pending, chunk: &mut [u8]) -> Read1 {
+    fn read_once(&self, pending: &mut Pending, chunk: &mut [u8]) -> AfterRead {
         let buffered = pending.buffer.len();
         let wanted = pending
             .framer
@@ -300,20 +300,20 @@ impl Intake {
             match pending.stream.read(&mut chunk[..wanted]) {
                 Ok(0) => break (0, true),
                 Ok(n) => break (n, false),
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return Read1::Waiting,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return AfterRead::Waiting,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(_) => return Read1::Done,
+                Err(_) => return AfterRead::Done,
             }
         };
         pending.buffer.extend_from_slice(&chunk[..got]);
         match pending.framer.advance(&pending.buffer, peer_closed) {
-            Frame::Incomplete if !peer_closed => Read1::Waiting,
-            Frame::Incomplete => Read1::Done,
+            Frame::Incomplete if !peer_closed => AfterRead::Waiting,
+            Frame::Incomplete => AfterRead::Done,
             Frame::Invalid(why) => {
                 answer_and_close(&pending.stream, &Response::Rejected(why));
-                Read1::Done
+                AfterRead::Done
             }
-            Frame::Complete(range) => Read1::Complete(range),
+            Frame::Complete(range) => AfterRead::Complete(range),
         }
     }
 
@@ -381,12 +381,12 @@ impl Intake {
             };
             let timeout_ms = self.limits.request_timeout.as_millis();
             let why = match self.read_once(&mut pending, chunk) {
-                Read1::Done => continue,
-                Read1::Complete(_) => {
+                AfterRead::Done => continue,
+                AfterRead::Complete(_) => {
                     self.counters.abandoned.fetch_add(1, Ordering::Relaxed);
                     format!("not executed: the server could not start it within {timeout_ms} ms")
                 }
-                Read1::Waiting => {
+                AfterRead::Waiting => {
                     self.counters.expired.fetch_add(1, Ordering::Relaxed);
                     format!("the request was not complete within {timeout_ms} ms")
                 }
