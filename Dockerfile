@@ -1,15 +1,40 @@
-# Multi-stage: build in the Rust image, run in slim Debian as an unprivileged user.
+# Multi-stage: the dependencies, then the code, built in the Rust image; each binary
+# then in slim Debian as an unprivileged user. The last stage, and so the default
+# target, is the server alone; `--target client` builds the load and audit client.
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
-COPY Cargo.toml Cargo.lock schema.sql ./
+# Binaries without symbols: the image is for running, not for profiling.
+ENV CARGO_PROFILE_RELEASE_STRIP=symbols
+# The dependencies first, in a layer of their own, built against stand-in sources:
+# a change to the code alone reuses it.
+COPY Cargo.toml Cargo.lock ./
+RUN mkdir -p src client \
+    && echo 'fn main() {}' > src/main.rs \
+    && touch src/lib.rs \
+    && echo 'fn main() {}' > client/main.rs \
+    && cargo build --release --locked --bins \
+    && rm -rf src client
+COPY schema.sql ./
 COPY src ./src
 COPY client ./client
-RUN cargo build --release --locked --bin exchange-server --bin exchange-client
+# The copied sources keep their own times, older than the stand-ins' builds: touched,
+# cargo rebuilds the project's own crates.
+RUN touch src/lib.rs src/main.rs client/main.rs \
+    && cargo build --release --locked --bins
 
-FROM debian:bookworm-slim
+FROM debian:bookworm-slim AS client
 RUN useradd --system --uid 10001 --no-create-home exchange
-COPY --from=build /src/target/release/exchange-server /src/target/release/exchange-client /usr/local/bin/
+COPY --from=build /src/target/release/exchange-client /usr/local/bin/
+USER 10001
+ENTRYPOINT ["exchange-client"]
+
+FROM debian:bookworm-slim AS server
+RUN useradd --system --uid 10001 --no-create-home exchange
+COPY --from=build /src/target/release/exchange-server /usr/local/bin/
 USER 10001
 EXPOSE 12345
+# A request of the protocol itself, which creates nothing: healthy when it is answered.
+HEALTHCHECK --interval=5s --timeout=3s --start-period=10s --retries=3 \
+    CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/12345 && printf '9\\n<create/>' >&3 && grep -q '<results/>' <&3"]
 ENTRYPOINT ["exchange-server"]
 CMD ["--pin"]
