@@ -352,3 +352,67 @@ fn worker_memory_returns_after_bursts_of_large_uploads() {
     // --pending-bytes-max (128 MiB) plus the fixed cost of a worker.
     assert!(peak < 256 * 1024, "peak {peak} KiB");
 }
+
+/// CPU time a process has used so far, in clock ticks.
+fn cpu_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    // utime and stime: the 14th and 15th fields, 12th and 13th after the name.
+    fields
+        .get(11)
+        .and_then(|u| u.parse::<u64>().ok())
+        .unwrap_or(0)
+        + fields
+            .get(12)
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(0)
+}
+
+#[test]
+fn out_of_descriptors_the_server_neither_spins_nor_shuts_valid_clients_out() {
+    // 64 descriptors in all: a few dozen connections use up what the worker has left.
+    let server = Server::start_under(
+        &["prlimit", "--nofile=64"],
+        &fresh_database("overload_descriptors"),
+        1,
+        &[],
+    );
+    server.send(
+        r#"<create><account id="1" balance="1000000"/><account id="2" balance="0"/>
+           <symbol sym="X"><account id="2">1000</account></symbol></create>"#,
+    );
+    server.send(r#"<transactions id="2"><order sym="X" amount="-10" limit="5"/></transactions>"#);
+    let worker = server.workers()[0];
+    let idle: Vec<TcpStream> = (0..100)
+        .filter_map(|_| {
+            let mut stream = TcpStream::connect(server.addr).ok()?;
+            stream.write_all(b"9").ok()?;
+            Some(stream)
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let before = cpu_ticks(worker);
+    let waits: Vec<Duration> = (0..10)
+        .map(|_| {
+            std::thread::sleep(Duration::from_millis(200));
+            timed_query(&server)
+        })
+        .collect();
+    let ticks = cpu_ticks(worker) - before;
+    let worst = waits.iter().max().copied().unwrap_or_default();
+    drop(idle);
+    assert!(
+        worst < Duration::from_secs(1),
+        "a valid client waited {worst:?}"
+    );
+    // About 2 s passed: a spinning worker would have used about 200 ticks.
+    assert!(
+        ticks < 50,
+        "the worker used {ticks} ticks of CPU in about 2 s"
+    );
+}

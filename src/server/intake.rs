@@ -64,6 +64,8 @@ pub const READ_CHUNK_BYTES: usize = 64 * 1024;
 /// How often the intake's counters are logged, when they changed.
 const REPORT_EVERY: Duration = Duration::from_secs(10);
 const LISTENER: u64 = u64::MAX;
+/// How long accepting rests when no descriptor is free and none can be freed.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 
 /// A connection whose request is still arriving.
 struct Pending {
@@ -98,6 +100,9 @@ struct Table {
     buffered_bytes: usize,
     next_generation: u32,
     drain_until: Option<Instant>,
+    /// Set while accepting waits for descriptors to be freed.
+    accept_paused_until: Option<Instant>,
+    descriptors_logged: Instant,
     parent_checked: Instant,
     orphaned: bool,
 }
@@ -111,6 +116,8 @@ pub struct IntakeCounters {
     pub expired: AtomicU64,
     /// Complete, but dropped unexecuted: too late, or the client was gone.
     pub abandoned: AtomicU64,
+    /// Accepts that found no descriptor free.
+    pub out_of_descriptors: AtomicU64,
 }
 
 pub struct Intake {
@@ -140,6 +147,8 @@ impl Intake {
                 buffered_bytes: 0,
                 next_generation: 0,
                 drain_until: None,
+                accept_paused_until: None,
+                descriptors_logged: now.checked_sub(REPORT_EVERY).unwrap_or(now),
                 parent_checked: now,
                 orphaned: false,
             }),
@@ -165,6 +174,7 @@ impl Intake {
             let timeout = {
                 let mut table = self.lock();
                 self.watch_stop(&mut table);
+                self.resume_accepting(&mut table);
                 self.expire(&mut table, &mut chunk);
                 if table.listener.is_none() && table.held == 0 {
                     return Ok(());
@@ -221,8 +231,8 @@ impl Intake {
         };
         while table.held < self.limits.connections_max {
             match accept_from(&listener) {
-                Some(stream) => self.hold(table, stream, Instant::now()),
-                None => break,
+                Ok(stream) => self.hold(table, stream, Instant::now()),
+                Err(_) => break,
             }
         }
         let _ = self.epoll.delete(&listener);
@@ -249,7 +259,14 @@ impl Intake {
     /// Accepts one connection and reads it at once: by the time a handler has woken and
     /// accepted, the request has usually arrived, and this spares a second wait.
     fn accept(&self, table: &mut Table, chunk: &mut [u8]) -> Option<Job> {
-        let stream = accept_from(table.listener.as_ref()?)?;
+        let stream = match accept_from(table.listener.as_ref()?) {
+            Ok(stream) => stream,
+            Err(e) if out_of_descriptors(e) => {
+                self.short_of_descriptors(table, e);
+                return None;
+            }
+            Err(_) => return None,
+        };
         let accepted = Instant::now();
         let mut pending = self.pending(table, stream, accepted);
         match self.read_once(&mut pending, chunk) {
@@ -351,6 +368,47 @@ impl Intake {
         table.buffered_bytes += pending.buffer.capacity();
         table.slots[slot] = Some(pending);
         self.keep_within_budget(table);
+    }
+
+    /// With no descriptor left, the connection waiting longest for its request gives up
+    /// its own to the newcomers, as when the table is full. With none waiting, the
+    /// listener is left alone for a moment rather than woken for again at once: it
+    /// stays readable, and the handlers would spin. Logged once in a while.
+    fn short_of_descriptors(&self, table: &mut Table, e: nix::errno::Errno) {
+        self.counters
+            .out_of_descriptors
+            .fetch_add(1, Ordering::Relaxed);
+        if self.evict_oldest(table) {
+            return;
+        }
+        if let Some(listener) = table.listener.as_ref() {
+            let mut none = EpollEvent::new(EpollFlags::empty(), LISTENER);
+            if self.epoll.modify(listener, &mut none).is_ok() {
+                table.accept_paused_until = Some(Instant::now() + ACCEPT_PAUSE);
+            }
+        }
+        if table.descriptors_logged.elapsed() >= REPORT_EVERY {
+            table.descriptors_logged = Instant::now();
+            log(format_args!(
+                "intake: cannot accept a connection ({e}); every descriptor is in use \
+                 by requests under way: accepting again in {} ms",
+                ACCEPT_PAUSE.as_millis()
+            ));
+        }
+    }
+
+    /// Listens again once a pause for want of descriptors is over.
+    fn resume_accepting(&self, table: &mut Table) {
+        if table
+            .accept_paused_until
+            .is_some_and(|until| Instant::now() >= until)
+        {
+            table.accept_paused_until = None;
+            if let Some(listener) = table.listener.as_ref() {
+                let mut readable = EpollEvent::new(EpollFlags::EPOLLIN, LISTENER);
+                let _ = self.epoll.modify(listener, &mut readable);
+            }
+        }
     }
 
     /// Evicts the longest-waiting connections while the buffers pass their bound.
@@ -474,20 +532,29 @@ fn untoken(token: u64) -> (usize, u32) {
 }
 
 /// Accepts one waiting connection, if any.
-fn accept_from(listener: &TcpListener) -> Option<TcpStream> {
+fn accept_from(listener: &TcpListener) -> Result<TcpStream, nix::errno::Errno> {
     let flags = SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC;
     loop {
         // accept4 hands the socket over non-blocking already: one system call, not two.
         // No TCP_NODELAY: the answer is one write followed by a FIN, which Nagle never holds.
         match accept4(listener.as_raw_fd(), flags) {
             // SAFETY: accept4 returned a new descriptor that nothing else owns.
-            Ok(fd) => return Some(TcpStream::from(unsafe { OwnedFd::from_raw_fd(fd) })),
+            Ok(fd) => return Ok(TcpStream::from(unsafe { OwnedFd::from_raw_fd(fd) })),
             Err(nix::errno::Errno::EINTR) => continue,
-            // EAGAIN: another handler took it, or the backlog is empty.
-            // ECONNABORTED and friends concern one connection; EMFILE passes with time.
-            Err(_) => return None,
+            // EAGAIN: another handler took it, or the backlog is empty. ECONNABORTED
+            // and friends concern one connection. Out of descriptors: see accept.
+            Err(e) => return Err(e),
         }
     }
+}
+
+/// The process or the system has no descriptor left for a new connection.
+fn out_of_descriptors(e: nix::errno::Errno) -> bool {
+    use nix::errno::Errno;
+    matches!(
+        e,
+        Errno::EMFILE | Errno::ENFILE | Errno::ENOBUFS | Errno::ENOMEM
+    )
 }
 
 /// Best effort: writes a short answer without blocking, then closes politely.
