@@ -10,12 +10,7 @@ use std::time::Duration;
 /// timeout, within which a request must start after its connection was accepted and
 /// after its last byte arrived (it may have waited in the kernel's backlog before).
 pub fn abandoned(job: &Job, timeout: Duration) -> Option<String> {
-    let late = || {
-        Some(format!(
-            "not executed: the server could not start it within {} ms",
-            timeout.as_millis()
-        ))
-    };
+    let late = || Some(too_late(timeout));
     if job.accepted.elapsed() > timeout {
         return late();
     }
@@ -28,6 +23,14 @@ pub fn abandoned(job: &Job, timeout: Duration) -> Option<String> {
         return late();
     }
     None
+}
+
+/// The answer to a complete request that could not start in time.
+pub fn too_late(timeout: Duration) -> String {
+    format!(
+        "not executed: the server could not start it within {} ms",
+        timeout.as_millis()
+    )
 }
 
 /// `TCP_CLOSE` of the kernel's `tcp_states.h`: a connection that was reset.

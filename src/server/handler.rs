@@ -10,13 +10,12 @@ use crate::protocol::{self, ParseLimits, Response};
 use crate::server::abandoned::abandoned;
 use crate::server::courier::Courier;
 use crate::server::flusher::{Awaiting, SESSION_GONE};
-use crate::server::intake::{answer_and_close, Intake, Job, Serve};
+use crate::server::intake::{Intake, Job, Serve};
 
 use crate::server::log;
 use crate::store::{Manager, Session, StoreError};
 use crossbeam_channel::{Receiver, Sender};
 use r2d2::Pool;
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 /// The bounds a handler executes requests under.
@@ -173,11 +172,7 @@ struct Serving<'a> {
 impl Serve for Serving<'_> {
     fn serve(&mut self, job: Job) {
         if let Some(why) = abandoned(&job, self.intake.limits().request_timeout) {
-            self.intake
-                .counters
-                .abandoned
-                .fetch_add(1, Ordering::Relaxed);
-            answer_and_close(&job.stream, &Response::Rejected(why));
+            self.intake.drop_abandoned(job, why);
             return;
         }
         self.handler

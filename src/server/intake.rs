@@ -16,6 +16,7 @@
 
 use crate::framing::{Frame, Framer};
 use crate::protocol::{render, Response};
+use crate::server::abandoned::too_late;
 use crate::server::courier::close_politely;
 use crate::server::{log, signals};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
@@ -160,6 +161,13 @@ impl Intake {
 
     pub fn limits(&self) -> IntakeLimits {
         self.limits
+    }
+
+    /// Answers a complete request that will not be executed (it came too late, or its
+    /// client is gone), and counts it.
+    pub fn drop_abandoned(&self, job: Job, why: String) {
+        self.counters.abandoned.fetch_add(1, Ordering::Relaxed);
+        answer_and_close(&job.stream, &Response::Rejected(why));
     }
 
     /// One handler's share of the work: runs until a stop is requested (or the parent
@@ -442,7 +450,7 @@ impl Intake {
                 AfterRead::Done => continue,
                 AfterRead::Complete(_) => {
                     self.counters.abandoned.fetch_add(1, Ordering::Relaxed);
-                    format!("not executed: the server could not start it within {timeout_ms} ms")
+                    too_late(self.limits.request_timeout)
                 }
                 AfterRead::Waiting => {
                     self.counters.expired.fetch_add(1, Ordering::Relaxed);
