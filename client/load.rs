@@ -1,6 +1,7 @@
 //! `exchange-client load`: C connections' worth of threads drive a mixed workload for a
 //! duration or a number of requests, with a live progress bar, then report.
 
+use crate::interrupt;
 use crate::report::{error_kind, Summary, Tally};
 use crate::workload::{Generator, Op, Universe};
 use crate::Target;
@@ -15,6 +16,10 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// Operations in each setup `<create>` request: well under the server's default
+/// `--operations-max`.
+const SETUP_OPERATIONS_MAX: usize = 5_000;
 
 #[derive(Args, Clone, Debug)]
 pub struct LoadArgs {
@@ -64,16 +69,13 @@ pub fn run(args: &LoadArgs) -> Result<ExitCode, String> {
     }
     let addr = args.target.addr()?;
     let timeout = args.target.timeout();
-    let tag = crate::workload::run_tag();
-    let universe = Arc::new(Universe::new(tag, args.accounts, args.symbols));
-    for request in universe.setup_requests(5_000) {
-        let answer = round_trip(addr, request.as_bytes(), timeout)
-            .map_err(|e| format!("setup failed: {e}"))?;
-        let items = read_reply(&answer).map_err(|e| format!("setup answer unreadable: {e}"))?;
-        if let Some(error) = items.iter().find(|i| i.name != "created") {
-            return Err(format!("setup was refused: {}", error.text));
-        }
-    }
+    interrupt::catch_first_ctrl_c()?;
+    let universe = Arc::new(Universe::new(
+        crate::workload::run_tag(),
+        args.accounts,
+        args.symbols,
+    ));
+    set_up(addr, timeout, &universe, args)?;
 
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicU64::new(0));
@@ -119,6 +121,7 @@ pub fn run(args: &LoadArgs) -> Result<ExitCode, String> {
     }
     let summary = Summary {
         tally: &tally,
+        interrupted: interrupt::requested(),
         elapsed: started.elapsed(),
         connections: args.connections,
         orders_per_request: args.orders_per_request,
@@ -130,11 +133,89 @@ pub fn run(args: &LoadArgs) -> Result<ExitCode, String> {
     } else {
         summary.print();
     }
-    Ok(if tally.transport_failure_count() == 0 {
-        ExitCode::SUCCESS
-    } else {
+    Ok(if tally.transport_failure_count() > 0 {
         ExitCode::from(2)
+    } else if interrupt::requested() {
+        ExitCode::from(130)
+    } else {
+        ExitCode::SUCCESS
     })
+}
+
+/// Creates the run's accounts and symbols, with the load's connections sending the
+/// `<create>` requests in parallel, and shows how far it got: a bar on a terminal, a
+/// line before and after in any case (a large universe takes a while).
+fn set_up(
+    addr: std::net::SocketAddr,
+    timeout: Duration,
+    universe: &Universe,
+    args: &LoadArgs,
+) -> Result<(), String> {
+    let requests = universe.setup_requests(SETUP_OPERATIONS_MAX);
+    let started = Instant::now();
+    eprintln!(
+        "setting up {} accounts with shares of {} symbols ({} requests)",
+        args.accounts,
+        args.symbols,
+        requests.len()
+    );
+    let bar = progress_bar(
+        args,
+        requests.len() as u64,
+        "{bar:40} {pos}/{len} setup requests",
+    );
+    let next = AtomicU64::new(0);
+    let outcome: Result<(), String> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..args.connections.min(requests.len()))
+            .map(|_| {
+                scope.spawn(|| loop {
+                    if interrupt::requested() {
+                        return Err("interrupted during setup".to_string());
+                    }
+                    let n = next.fetch_add(1, Ordering::Relaxed) as usize;
+                    let Some(request) = requests.get(n) else {
+                        return Ok(());
+                    };
+                    let answer = round_trip(addr, request.as_bytes(), timeout)
+                        .map_err(|e| format!("setup failed: {e}"))?;
+                    let items =
+                        read_reply(&answer).map_err(|e| format!("setup answer unreadable: {e}"))?;
+                    if let Some(error) = items.iter().find(|i| i.name != "created") {
+                        return Err(format!("setup was refused: {}", error.text));
+                    }
+                    bar.inc(1);
+                })
+            })
+            .collect();
+        // Scoped threads are all joined when the scope ends, even after an error.
+        workers.into_iter().try_for_each(|w| {
+            w.join()
+                .unwrap_or_else(|_| Err("a setup thread panicked".into()))
+        })
+    });
+    bar.finish_and_clear();
+    outcome?;
+    eprintln!(
+        "set up in {} ms; {}",
+        started.elapsed().as_millis(),
+        match args.requests {
+            Some(n) => format!("sending {n} requests"),
+            None => format!("running for {} s", args.duration),
+        }
+    );
+    Ok(())
+}
+
+/// A progress bar on a terminal (unless the report is JSON), hidden otherwise.
+fn progress_bar(args: &LoadArgs, length: u64, template: &str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() || args.json {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(length);
+    bar.set_style(
+        ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
 }
 
 /// Sends one request and tallies what came back.
@@ -185,25 +266,17 @@ fn one_request(
     }
 }
 
-/// Shows a progress bar on a terminal while the run lasts; stops it when time is up.
+/// Shows a progress bar on a terminal while the run lasts; stops the run when time is
+/// up, the requests are sent, or Ctrl-C was pressed.
 fn watch(args: &LoadArgs, stop: &AtomicBool, sent: &AtomicU64, started: Instant) {
-    let show = std::io::stderr().is_terminal() && !args.json;
     let (length, unit) = match args.requests {
         Some(n) => (n, "requests"),
         None => (args.duration, "s"),
     };
-    let bar = if show {
-        ProgressBar::new(length)
-    } else {
-        ProgressBar::hidden()
-    };
-    bar.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
+    let bar = progress_bar(args, length, "{bar:40} {pos}/{len} {msg}");
     let deadline = started + Duration::from_secs(args.duration);
-    loop {
-        std::thread::sleep(Duration::from_millis(250));
+    while !interrupt::requested() {
+        std::thread::sleep(Duration::from_millis(100));
         let done = sent.load(Ordering::Relaxed);
         let elapsed_ms = started.elapsed().as_millis().max(1);
         bar.set_message(format!(

@@ -2,6 +2,7 @@
 //! scenario (`flip`), audit a database (`audit`), and chart scaling results (`plot`).
 
 mod flip;
+mod interrupt;
 mod load;
 mod plot;
 mod report;

@@ -98,6 +98,8 @@ fn number(text: &str) -> Value {
 
 pub struct Summary<'a> {
     pub tally: &'a Tally,
+    /// Ctrl-C ended the run early: the figures cover what was done until then.
+    pub interrupted: bool,
     pub elapsed: Duration,
     pub connections: usize,
     pub orders_per_request: usize,
@@ -132,15 +134,25 @@ impl Summary<'_> {
             self.connections, self.orders_per_request, self.queries_percent
         );
         println!(
-            "requests           {} in {} s ({}/s)",
+            "requests           {} in {} s ({}/s){}",
             t.requests,
             millis(self.elapsed.as_micros() as u64 / 1000),
-            per_second(t.requests, self.elapsed)
+            per_second(t.requests, self.elapsed),
+            if self.interrupted {
+                ", interrupted by Ctrl-C"
+            } else {
+                ""
+            }
         );
         println!(
             "operations         {} ({}/s)",
             t.operations,
             per_second(t.operations, self.elapsed)
+        );
+        println!(
+            "orders             {} ({}/s)",
+            t.orders,
+            per_second(t.orders, self.elapsed)
         );
         println!(
             "latency ms         p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
@@ -174,6 +186,7 @@ impl Summary<'_> {
             "connections": self.connections,
             "orders_per_request": self.orders_per_request,
             "queries_percent": self.queries_percent,
+            "interrupted": self.interrupted,
             "requests": t.requests,
             "operations": t.operations,
             "elapsed_sec": number(&millis(self.elapsed.as_micros() as u64 / 1000)),

@@ -9,7 +9,6 @@ use rand::Rng;
 use std::collections::VecDeque;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Cash each load account starts with, and shares of each symbol.
 const ACCOUNT_CASH: &str = "1000000000";
@@ -21,13 +20,10 @@ const SPREAD_CENTS: i64 = 50;
 const RECENT_ORDERS_MAX: usize = 1024;
 
 /// A number for naming one run's accounts and symbols, so that runs against the same
-/// database never collide: the current time in milliseconds, cut to 12 digits so that
-/// ids stay well inside the protocol's 32.
+/// database never collide, even when started at the same moment: 12 random digits from
+/// the operating system's entropy, so that ids stay well inside the protocol's 32.
 pub fn run_tag() -> u64 {
-    let millis = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis());
-    (millis % 1_000_000_000_000) as u64
+    rand::rngs::OsRng.gen_range(0..1_000_000_000_000)
 }
 
 /// The accounts and symbols of one load run; names carry a run tag so runs never collide.
@@ -177,5 +173,24 @@ impl Generator {
             self.recent.pop_front();
         }
         self.recent.push_back((account, id));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_started_at_the_same_moment_get_different_tags() {
+        let tags: std::collections::HashSet<u64> = (0..100).map(|_| run_tag()).collect();
+        assert_eq!(tags.len(), 100);
+    }
+
+    #[test]
+    fn ids_of_one_run_are_distinct_and_within_the_protocol() {
+        let universe = Universe::new(run_tag(), 1000, 10);
+        let accounts: std::collections::HashSet<&String> = universe.accounts.iter().collect();
+        assert_eq!(accounts.len(), 1000);
+        assert!(universe.accounts.iter().all(|id| id.len() <= 32));
     }
 }

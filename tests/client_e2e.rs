@@ -116,6 +116,109 @@ fn load_queries_and_cancels_in_the_share_asked() {
 }
 
 #[test]
+fn load_shows_its_setup_and_reports_orders_per_second() {
+    let server = Server::start(&fresh_database("client_report"), 2, &[]);
+    let port = server.addr.port().to_string();
+    // 300 accounts x 20 symbols is 6,300 setup operations: two requests.
+    let output = client(&[
+        "load",
+        "--port",
+        &port,
+        "--requests",
+        "100",
+        "--accounts",
+        "300",
+        "--symbols",
+        "20",
+    ]);
+    assert!(output.status.success(), "{}", text(&output));
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    assert!(
+        stderr.contains("setting up 300 accounts with shares of 20 symbols (2 requests)")
+            && stderr.contains("set up in "),
+        "{stderr}"
+    );
+    let orders = stdout
+        .lines()
+        .find(|l| l.starts_with("orders "))
+        .unwrap_or_else(|| panic!("no orders line in {stdout}"));
+    assert!(orders.ends_with("/s)"), "{orders}");
+    assert_eq!(count(&server.url, "SELECT count(*) FROM accounts"), 300);
+}
+
+#[test]
+fn ctrl_c_stops_load_and_reports_what_was_done() {
+    let server = Server::start(&fresh_database("client_ctrl_c"), 2, &[]);
+    let port = server.addr.port().to_string();
+    let mut load = Command::new(env!("CARGO_BIN_EXE_exchange-client"))
+        .args(["load", "--port", &port, "--duration", "120", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run exchange-client");
+    let stderr = load.stderr.take().expect("stderr");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+    assert!(
+        lines.any(|l| l.is_ok_and(|l| l.starts_with("set up in "))),
+        "setup did not finish"
+    );
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let interrupted = std::time::Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(load.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .expect("SIGINT");
+    let output = load.wait_with_output().expect("wait for load");
+    assert!(
+        interrupted.elapsed() < std::time::Duration::from_secs(15),
+        "load took {:?} to stop",
+        interrupted.elapsed()
+    );
+    assert_eq!(output.status.code(), Some(130), "{}", text(&output));
+    let report: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("one JSON object");
+    assert_eq!(
+        report["interrupted"],
+        serde_json::Value::Bool(true),
+        "{report}"
+    );
+    assert!(report["requests"].as_u64().unwrap_or(0) > 0, "{report}");
+}
+
+#[test]
+fn two_loads_started_together_do_not_collide() {
+    let server = Server::start(&fresh_database("client_twins"), 2, &[]);
+    let port = server.addr.port().to_string();
+    let start = || {
+        Command::new(env!("CARGO_BIN_EXE_exchange-client"))
+            .args([
+                "load",
+                "--port",
+                &port,
+                "--requests",
+                "50",
+                "--connections",
+                "2",
+                "--json",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run exchange-client")
+    };
+    let (first, second) = (start(), start());
+    for load in [first, second] {
+        let output = load.wait_with_output().expect("wait for load");
+        assert!(output.status.success(), "{}", text(&output));
+    }
+    assert_eq!(count(&server.url, "SELECT count(*) FROM accounts"), 200);
+}
+
+#[test]
 fn audit_fails_when_a_balance_was_changed_by_hand() {
     let url = fresh_database("client_tamper");
     let server = Server::start(&url, 2, &[]);
