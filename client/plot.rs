@@ -1,6 +1,7 @@
 //! `exchange-client plot`: the scaling charts from the CSV that scripts/scale writes
 //! (`cores,run,requests_per_sec,p50_ms,p99_ms`): throughput against cores with min-max
-//! error bars, and p99 latency against cores, each as PNG and SVG.
+//! error bars and the line of perfect scaling, and p99 latency against cores, each as
+//! PNG and SVG, with a caption naming the build and the machine.
 //!
 //! Coordinates are integers (requests/s, microseconds), so no binary float is needed.
 
@@ -28,7 +29,7 @@ pub struct PlotArgs {
     /// Directory for scaling-throughput.{png,svg} and scaling-p99.{png,svg}.
     #[arg(long, default_value = "docs")]
     pub out_dir: PathBuf,
-    /// A line under each chart's title, e.g. the machine.
+    /// Up to two lines under each chart (separated by a newline): the build and the machine.
     #[arg(long, default_value = "")]
     pub caption: String,
 }
@@ -109,6 +110,20 @@ fn read_csv(path: &Path) -> Result<BTreeMap<i64, Runs>, String> {
     Ok(table)
 }
 
+/// Perfect scaling for the throughput chart: the mean at the fewest cores measured,
+/// times each count over that fewest. Latency has no such line.
+fn ideal_scaling(stats: &[(i64, i64, i64, i64)], chart: Chart) -> Vec<(i64, i64)> {
+    let (Chart::Throughput, Some(&(fewest, _, base, _)), Some(&(most, ..))) =
+        (chart, stats.first(), stats.last())
+    else {
+        return Vec::new();
+    };
+    if fewest <= 0 || most == fewest {
+        return Vec::new();
+    }
+    vec![(fewest, base), (most, base * most / fewest)]
+}
+
 #[derive(Clone, Copy)]
 enum Chart {
     Throughput,
@@ -147,22 +162,35 @@ fn draw<DB: DrawingBackend>(
             (*cores, min, mean, max)
         })
         .collect();
-    let x_max = stats.iter().map(|s| s.0).max().unwrap_or(1) + 1;
-    let y_max = stats.iter().map(|s| s.3).max().unwrap_or(1) * 6 / 5 + 1;
+    // The x axis counts tenths of a core, so that it can run half a core past the
+    // measured counts on either side and carry a label at each measured count only.
+    let cores: Vec<i64> = stats.iter().map(|s| s.0 * 10).collect();
+    let x_range =
+        (cores.first().copied().unwrap_or(10) - 5)..(cores.last().copied().unwrap_or(10) + 5);
+    let ideal = ideal_scaling(&stats, chart);
+    let y_top = stats
+        .iter()
+        .map(|s| s.3)
+        .chain(ideal.iter().map(|p| p.1))
+        .max()
+        .unwrap_or(1);
+    let y_max = y_top * 6 / 5 + 1;
     let root = root.titled(title, ("sans-serif", 24)).map_err(fail)?;
     let (upper, lower) = root.split_vertically(SIZE.1 - 60);
-    lower
-        .draw(&Text::new(
-            caption.to_string(),
-            (20, 10),
-            ("sans-serif", 16),
-        ))
-        .map_err(fail)?;
+    for (n, line) in caption.lines().take(2).enumerate() {
+        lower
+            .draw(&Text::new(
+                line.to_string(),
+                (20, 8 + 22 * n as i32),
+                ("sans-serif", 15),
+            ))
+            .map_err(fail)?;
+    }
     let mut chart_context = ChartBuilder::on(&upper)
         .margin(20)
         .x_label_area_size(45)
         .y_label_area_size(80)
-        .build_cartesian_2d(0i64..x_max, 0i64..y_max)
+        .build_cartesian_2d(x_range.with_key_points(cores), 0i64..y_max)
         .map_err(fail)?;
     let y_format = |y: &i64| match chart {
         Chart::Throughput => y.to_string(),
@@ -172,31 +200,53 @@ fn draw<DB: DrawingBackend>(
         .configure_mesh()
         .x_desc("cores k (taskset -c 0-(k-1), the server's handlers pinned one per CPU)")
         .y_desc(y_label)
-        .x_labels(x_max as usize + 1)
+        .x_label_formatter(&|x: &i64| (x / 10).to_string())
         .y_label_formatter(&y_format)
         .label_style(("sans-serif", 16))
         .draw()
         .map_err(fail)?;
+    if !ideal.is_empty() {
+        chart_context
+            .draw_series(DashedLineSeries::new(
+                ideal.iter().map(|p| (p.0 * 10, p.1)),
+                10,
+                6,
+                BLACK.mix(0.5).stroke_width(1),
+            ))
+            .map_err(fail)?
+            .label("ideal: the fewest cores' mean, times cores over fewest")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.mix(0.5)));
+    }
     let color = BLUE;
     chart_context
         .draw_series(LineSeries::new(
-            stats.iter().map(|s| (s.0, s.2)),
+            stats.iter().map(|s| (s.0 * 10, s.2)),
             color.stroke_width(2),
         ))
-        .map_err(fail)?;
+        .map_err(fail)?
+        .label("measured: mean of runs, bars from min to max")
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
     chart_context
         .draw_series(
             stats
                 .iter()
-                .map(|s| ErrorBar::new_vertical(s.0, s.1, s.2, s.3, color.filled(), 12)),
+                .map(|s| ErrorBar::new_vertical(s.0 * 10, s.1, s.2, s.3, color.filled(), 12)),
         )
         .map_err(fail)?;
     chart_context
         .draw_series(
             stats
                 .iter()
-                .map(|s| Circle::new((s.0, s.2), 5, color.filled())),
+                .map(|s| Circle::new((s.0 * 10, s.2), 5, color.filled())),
         )
+        .map_err(fail)?;
+    chart_context
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .label_font(("sans-serif", 15))
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK.mix(0.3))
+        .draw()
         .map_err(fail)?;
     root.present().map_err(fail)?;
     Ok(())
