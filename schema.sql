@@ -5,8 +5,9 @@
 -- positions and every part of an order never go below zero, amounts and limits are
 -- positive. Rules that span columns or tables are not constraints on the two tables
 -- written for every order, orders and trades: foreign keys and a table CHECK there
--- took about 8% of the CPU an order costs (a foreign key locks the row it checks and
--- logs the lock; PostgreSQL 15 re-plans a table CHECK for every statement). Instead:
+-- made every order measurably dearer (a foreign key locks the row it checks and logs
+-- the lock; PostgreSQL 15 re-plans a table CHECK for every statement; the figures are
+-- in docs/benchmarks.md). Instead:
 --   - references hold by construction: place_order writes an order for the account it
 --     has just locked and changed, and trades between the order it has just inserted
 --     and orders it read under the symbol's lock; and nothing may delete or renumber
@@ -44,8 +45,8 @@ END $$;
 -- Amounts of cash and shares, for the same reason: PostgreSQL 15 re-reads a table's
 -- CHECK constraints from the catalogue for every INSERT and UPDATE statement and
 -- evaluates them all on every changed row, while a domain's check is kept compiled in
--- the type cache and runs only on the columns a statement assigns. Measured: table
--- CHECKs took about 6% of all CPU under load.
+-- the type cache and runs only on the columns a statement assigns. Table CHECKs were
+-- a visible share of all CPU under load (docs/benchmarks.md).
 DO $$
 BEGIN
     CREATE DOMAIN nonnegative AS numeric CHECK (VALUE >= 0);

@@ -117,8 +117,9 @@ pub fn config(url: &str, timeouts: DatabaseTimeouts) -> Result<postgres::Config,
     config.application_name("exchange-server");
     // Every statement the server runs is an index lookup by design. A plan cached while
     // a table was small (a fresh database) would otherwise keep scanning it whole as it
-    // grows: measured, throughput fell by 40% in 24 s. Generic plans, then, because
-    // their shape never depends on the values and planning each call would cost more.
+    // grows, and every order would get slower (docs/benchmarks.md has the figures).
+    // Generic plans, then, because their shape never depends on the values and planning
+    // each call would cost more.
     config.options(&format!(
         "-c enable_seqscan=off -c plan_cache_mode=force_generic_plan -c statement_timeout={} -c idle_in_transaction_session_timeout={}",
         timeouts.statement_ms, timeouts.idle_in_transaction_ms

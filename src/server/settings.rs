@@ -33,9 +33,10 @@ pub struct Settings {
     /// database connection; the worker's flusher, which waits for the WAL once for
     /// all of them, has one more.
     // Two per worker, and one handler per CPU in all by default. On 2 CPUs with the
-    // database on the same machine, one worker of 2 handlers served 2-11% more than
-    // two workers of 1 in five rounds (they share one flusher, so fewer waits for the
-    // disk), and 3 or 4 handlers per CPU pair served less. A database far away may want more.
+    // database on the same machine, one worker of 2 handlers served more than two
+    // workers of 1 (they share one flusher, so fewer waits for the disk), and 3 or 4
+    // handlers per worker served no more (docs/benchmarks.md). A database far away,
+    // where a handler mostly waits, may want more.
     #[arg(long, env = "EXCHANGE_THREADS", default_value_t = 2, value_parser = at_least_one)]
     pub threads: usize,
 
