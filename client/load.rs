@@ -154,10 +154,11 @@ fn set_up(
     let requests = universe.setup_requests(SETUP_OPERATIONS_MAX);
     let started = Instant::now();
     eprintln!(
-        "setting up {} accounts with shares of {} symbols ({} requests)",
+        "setting up {} accounts with shares of {} symbols ({} request{})",
         args.accounts,
         args.symbols,
-        requests.len()
+        requests.len(),
+        if requests.len() == 1 { "" } else { "s" }
     );
     let bar = progress_bar(
         args,

@@ -176,12 +176,12 @@ fn draw<DB: DrawingBackend>(
         .unwrap_or(1);
     let y_max = y_top * 6 / 5 + 1;
     let root = root.titled(title, ("sans-serif", 24)).map_err(fail)?;
-    let (upper, lower) = root.split_vertically(SIZE.1 - 60);
+    let (upper, lower) = root.split_vertically(SIZE.1 - 110);
     for (n, line) in caption.lines().take(2).enumerate() {
         lower
             .draw(&Text::new(
                 line.to_string(),
-                (20, 8 + 22 * n as i32),
+                (20, 6 + 22 * n as i32),
                 ("sans-serif", 15),
             ))
             .map_err(fail)?;
