@@ -29,10 +29,10 @@ struct Cli {
 #[derive(Args, Clone, Debug)]
 pub struct Target {
     /// Server host.
-    #[arg(long, default_value = "127.0.0.1")]
+    #[arg(long, env = "EXCHANGE_HOST", default_value = "127.0.0.1")]
     pub host: String,
     /// Server port.
-    #[arg(long, default_value_t = 12345)]
+    #[arg(long, env = "EXCHANGE_PORT", default_value_t = 12345)]
     pub port: u16,
     /// Bound on each connect, read and write, in milliseconds.
     #[arg(long, default_value_t = 10_000)]

@@ -192,6 +192,22 @@ pub struct Server {
     pub child: Child,
     pub addr: SocketAddr,
     pub url: String,
+    /// Where its log goes: a file of its own, so that the restarts and errors the fault
+    /// tests cause on purpose do not read as failures in the test run's output. Its
+    /// last lines are printed if the test fails.
+    log: Option<std::path::PathBuf>,
+}
+
+/// A log file for one server of this test run, under cargo's scratch folder.
+fn server_log_path() -> std::path::PathBuf {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("server-logs");
+    std::fs::create_dir_all(&dir).expect("create the server log folder");
+    dir.join(format!(
+        "{}-{}.log",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ))
 }
 
 impl Server {
@@ -213,7 +229,11 @@ impl Server {
     /// Starts the server through a wrapper command such as `taskset -c 1`, which must
     /// exec it (so the wrapper's pid is the supervisor's).
     pub fn start_under(wrapper: &[&str], url: &str, workers: usize, extra: &[&str]) -> Server {
-        Server::spawn(wrapper, url, workers, extra, Stdio::inherit())
+        let log = server_log_path();
+        let file = std::fs::File::create(&log).expect("create the log file");
+        let mut server = Server::spawn(wrapper, url, workers, extra, Stdio::from(file));
+        server.log = Some(log);
+        server
     }
 
     fn spawn(wrapper: &[&str], url: &str, workers: usize, extra: &[&str], stderr: Stdio) -> Server {
@@ -260,6 +280,7 @@ impl Server {
             child,
             addr,
             url: url.to_string(),
+            log: None,
         };
         server.wait_until_serving();
         server
@@ -360,6 +381,17 @@ impl Drop for Server {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
             let _ = self.stop();
+        }
+        let Some(log) = &self.log else { return };
+        if std::thread::panicking() {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            eprintln!("the server's log, {}, ends:", log.display());
+            for line in &lines[lines.len().saturating_sub(20)..] {
+                eprintln!("  {line}");
+            }
+        } else {
+            let _ = std::fs::remove_file(log);
         }
     }
 }
