@@ -37,6 +37,8 @@ fn pg_ctl(args: &[&str]) {
         .args([
             "-D",
             &data,
+            // Silent: its progress lines would read like the test's own output.
+            "-s",
             "-w",
             "-t",
             "60",
