@@ -63,6 +63,9 @@ pub enum StoreError {
     ConnectionLost(String),
     /// Anything else the database refused (a timeout, a retried deadlock that persisted).
     Failed(String),
+    /// The wait for durability returned with a warning: the commits are on this server
+    /// but may not be on its synchronous standby, so a failover may lose them.
+    NotConfirmed(String),
 }
 
 impl fmt::Display for StoreError {
@@ -72,6 +75,9 @@ impl fmt::Display for StoreError {
             StoreError::SessionEnded(why) => write!(f, "database session ended: {why}"),
             StoreError::ConnectionLost(why) => write!(f, "database connection lost: {why}"),
             StoreError::Failed(why) => write!(f, "database error: {why}"),
+            StoreError::NotConfirmed(why) => {
+                write!(f, "the commit was not confirmed as durable: {why}")
+            }
         }
     }
 }
@@ -109,11 +115,42 @@ impl StoreError {
     }
 }
 
+/// How long a database host may leave sent data unacknowledged before its connection
+/// counts as dead (TCP_USER_TIMEOUT), and the keepalive probes that find a dead host
+/// while a session waits for an answer: idle seconds, seconds between probes, probes.
+/// A host that died without a reset (power, link, kernel) would otherwise hold every
+/// handler in TCP retransmission for the kernel's default of about 15 minutes.
+pub const TCP_USER_TIMEOUT: Duration = Duration::from_secs(5);
+pub const KEEPALIVES: (Duration, Duration, u32) =
+    (Duration::from_secs(5), Duration::from_secs(1), 3);
+
+/// libpq's and rust-postgres' default keepalive idle time, which means "not set".
+const KEEPALIVES_IDLE_UNSET: Duration = Duration::from_secs(2 * 60 * 60);
+
 /// Connection settings for `url`, with the server-side timeouts every session runs under.
+/// The URL's own `connect_timeout`, `tcp_user_timeout` and `keepalives*` win over ours.
 pub fn config(url: &str, timeouts: DatabaseTimeouts) -> Result<postgres::Config, StoreError> {
     let mut config = postgres::Config::from_str(url)
         .map_err(|e| StoreError::Failed(format!("bad database URL: {e}")))?;
-    config.connect_timeout(Duration::from_millis(timeouts.connect_ms));
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(Duration::from_millis(timeouts.connect_ms));
+    }
+    if config.get_tcp_user_timeout().is_none() {
+        config.tcp_user_timeout(TCP_USER_TIMEOUT);
+    }
+    if config.get_keepalives() {
+        let (idle, interval, retries) = KEEPALIVES;
+        if config.get_keepalives_idle() == KEEPALIVES_IDLE_UNSET {
+            config.keepalives_idle(idle);
+        }
+        if config.get_keepalives_interval().is_none() {
+            config.keepalives_interval(interval);
+        }
+        if config.get_keepalives_retries().is_none() {
+            config.keepalives_retries(retries);
+        }
+    }
+    config.notice_callback(note_warning);
     config.application_name("exchange-server");
     // Every statement the server runs is an index lookup by design. A plan cached while
     // a table was small (a fresh database) would otherwise keep scanning it whole as it
@@ -179,17 +216,25 @@ pub fn apply_schema(client: &mut Client) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// How long taking a connection from the pool may wait: long enough to try every host
+/// of a multi-host URL in turn, each for its connect timeout (a dead first host, then
+/// the next), and a little more.
+fn checkout_timeout(config: &postgres::Config) -> Duration {
+    let per_host = config
+        .get_connect_timeout()
+        .copied()
+        .unwrap_or(Duration::from_secs(3));
+    let hosts = config.get_hosts().len().max(1) as u32;
+    per_host * hosts + Duration::from_secs(1)
+}
+
 /// A pool of `size` connections; fails if the database cannot be reached now, naming
 /// the database's own reason (SQLSTATE and message) when it gave one.
-pub fn pool(
-    config: postgres::Config,
-    size: u32,
-    timeouts: DatabaseTimeouts,
-) -> Result<Pool<Manager>, StoreError> {
+pub fn pool(config: postgres::Config, size: u32) -> Result<Pool<Manager>, StoreError> {
     let last_error = LastError::default();
     Pool::builder()
         .max_size(size)
-        .connection_timeout(Duration::from_millis(timeouts.connect_ms))
+        .connection_timeout(checkout_timeout(&config))
         .error_handler(Box::new(last_error.clone()))
         .build(PostgresConnectionManager::new(config, NoTls))
         .map_err(|e| {
@@ -198,6 +243,25 @@ pub fn pool(
                 .map_or_else(|| e.to_string(), |c| c.to_string());
             StoreError::Unavailable(format!("cannot open {size} connections: {cause}"))
         })
+}
+
+thread_local! {
+    /// The last warning PostgreSQL sent this thread's session. A session's messages are
+    /// read on the thread that made the call (the `postgres` crate drives each
+    /// connection on its caller's thread), so a warning lands with the call it
+    /// belongs to.
+    static WARNING: std::cell::Cell<Option<String>> = const { std::cell::Cell::new(None) };
+}
+
+/// The notice callback of every session: keeps warnings for [`Session::make_durable`].
+fn note_warning(notice: postgres::error::DbError) {
+    if notice.parsed_severity() == Some(postgres::error::Severity::Warning) {
+        let text = match notice.detail() {
+            Some(detail) => format!("{} {detail}", notice.message()),
+            None => notice.message().to_string(),
+        };
+        WARNING.with(|w| w.set(Some(text)));
+    }
 }
 
 /// Keeps the pool's last connection error: r2d2's own error says only "db error".
@@ -422,9 +486,19 @@ impl Session {
     /// the record written here follows every such record, and the WAL is flushed in
     /// order. (With the cluster itself set to `synchronous_commit = off` nothing waits,
     /// as its operator chose.)
+    ///
+    /// A warning during the wait fails it: PostgreSQL warns, and yet reports success,
+    /// when a commit's wait for a synchronous standby was cancelled (the transaction
+    /// committed here but might not have been replicated), and a failover may then lose
+    /// it. So does any other warning at this point, which is rare enough to be read the
+    /// same way rather than matched by its (translated) message.
     pub fn make_durable(&mut self) -> Result<(), StoreError> {
+        WARNING.with(|w| w.take());
         self.retrying(|c, s| c.execute(&s.make_durable, &[]))?;
-        Ok(())
+        match WARNING.with(|w| w.take()) {
+            None => Ok(()),
+            Some(warning) => Err(StoreError::NotConfirmed(warning)),
+        }
     }
 
     /// The order's state if it exists and belongs to `account`, with its oldest

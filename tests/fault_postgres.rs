@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{audit_holds, balance, fresh_database, sql, Load, Outcome, Server};
+use common::{audit_holds, balance, count, fresh_database, sql, Load, Outcome, Server};
 use exchange::rejection::{is_service_failure, OUTCOME_UNKNOWN};
 
 use std::process::Command;
@@ -350,4 +350,59 @@ fn the_first_request_after_a_quiet_restart_succeeds() {
             .send(r#"<transactions id="1"><order sym="X" amount="1" limit="1"/></transactions>"#);
         assert_eq!(answer[0].name, "opened", "{answer:?}");
     }
+}
+
+/// Cancels, until `answered` is set, every wait of the server's sessions for a
+/// synchronous standby in `url`'s database, as an operator might; returns how many.
+fn cancel_waits_for_the_standby(url: &str, answered: &std::sync::atomic::AtomicBool) -> i64 {
+    let mut db = sql(url);
+    let mut canceled = 0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !answered.load(std::sync::atomic::Ordering::SeqCst) && Instant::now() < deadline {
+        let n: i64 = db
+            .query_one(
+                "SELECT count(*) FILTER (WHERE pg_cancel_backend(pid)) FROM pg_stat_activity
+                  WHERE application_name = 'exchange-server' AND wait_event = 'SyncRep'
+                    AND datname = current_database()",
+                &[],
+            )
+            .expect("pg_cancel_backend")
+            .get(0);
+        canceled += n;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    canceled
+}
+
+/// PostgreSQL answers a commit whose wait for a synchronous standby was cancelled with
+/// a warning and a success: the transaction committed on the primary, but a failover to
+/// the standby may lose it. The client must hear "outcome unknown", never a success.
+#[test]
+fn a_commit_whose_wait_for_the_standby_was_cancelled_is_not_a_success() {
+    let _cluster = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    let url = fresh_database("fault_pg_syncrep");
+    let server = Server::start(&url, 1, &[]);
+    server.send(r#"<create><account id="1" balance="1000"/></create>"#);
+    // A standby that never connects: every commit that waits for it waits until cancelled.
+    let standby = ClusterSetting::set(&url, "synchronous_standby_names", "no_such_standby");
+    let answered = std::sync::atomic::AtomicBool::new(false);
+    let (answer, canceled) = std::thread::scope(|scope| {
+        let canceler = scope.spawn(|| cancel_waits_for_the_standby(&url, &answered));
+        let answer = server
+            .send(r#"<transactions id="1"><order sym="X" amount="1" limit="2"/></transactions>"#);
+        answered.store(true, std::sync::atomic::Ordering::SeqCst);
+        (answer, canceler.join().expect("the canceler"))
+    });
+    drop(standby);
+    assert!(canceled >= 1, "no wait for the standby was seen");
+    assert_eq!(answer.len(), 1, "{answer:?}");
+    assert_eq!(answer[0].name, "error", "{answer:?}");
+    assert!(
+        answer[0].text.starts_with("outcome unknown"),
+        "{}",
+        answer[0].text
+    );
+    // It did commit on the primary, as PostgreSQL said.
+    assert_eq!(count(&url, "SELECT count(*) FROM orders"), 1);
+    audit_holds(&url);
 }

@@ -82,7 +82,7 @@ impl Exchange {
     pub fn on(url: &str) -> Exchange {
         let timeouts = DatabaseTimeouts::default();
         let config = store::config(url, timeouts).expect("test URL");
-        let pool = store::pool(config, 1, timeouts).expect("pool");
+        let pool = store::pool(config, 1).expect("pool");
         Exchange {
             url: url.to_string(),
             handler: Handler::new(
