@@ -360,10 +360,28 @@ impl Statements {
     }
 }
 
+/// Which running PostgreSQL server a session is on: its cluster's system identifier
+/// and its postmaster's start time. One session's wait for the WAL vouches for another
+/// session's commits only when both are on the same server.
+///
+/// Why these two: a physical standby shares its primary's system identifier, so that
+/// alone cannot tell an old primary from a promoted standby, but two running servers
+/// were not started at the same microsecond, and a restart (which also ends every
+/// session) changes the start time. The server's address identifies nothing: one
+/// address may lead to several servers in turn (a proxy, a moved virtual IP), and one
+/// server may have several. The timeline is not needed beside the start time, and as
+/// SQL shows it (the last checkpoint's) it lags a fast promotion.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServerId {
+    system_identifier: i64,
+    started_us: i64,
+}
+
 /// One pooled connection with its prepared statements, kept by a handler thread.
 pub struct Session {
     client: PooledConnection<Manager>,
     statements: Statements,
+    server: ServerId,
 }
 
 impl Session {
@@ -372,7 +390,26 @@ impl Session {
             .get()
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         let statements = Statements::prepare(&mut client)?;
-        Ok(Session { client, statements })
+        let row = client.query_one(
+            "SELECT system_identifier,
+                    (extract(epoch FROM pg_postmaster_start_time()) * 1000000)::bigint
+               FROM pg_control_system()",
+            &[],
+        )?;
+        let server = ServerId {
+            system_identifier: row.try_get(0)?,
+            started_us: row.try_get(1)?,
+        };
+        Ok(Session {
+            client,
+            statements,
+            server,
+        })
+    }
+
+    /// The server this session is on.
+    pub fn server(&self) -> ServerId {
+        self.server
     }
 
     /// True once the connection is gone; the session must then be dropped.

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{audit_holds, balance, count, fresh_database, sql, Load, Outcome, Server};
+use common::{admin_url, audit_holds, balance, count, fresh_database, sql, Load, Outcome, Server};
 use exchange::rejection::{is_service_failure, OUTCOME_UNKNOWN};
 
 use std::process::Command;
@@ -17,23 +17,27 @@ use std::time::{Duration, Instant};
 /// Both tests restart the one cluster: one at a time.
 static CLUSTER: Mutex<()> = Mutex::new(());
 
-/// Runs pg_ctl on the test cluster, as the postgres user when we are root.
-fn pg_ctl(args: &[&str]) {
+/// A PostgreSQL program (pg_ctl, initdb), run as the postgres user when we are root.
+fn pg_tool(program: &str) -> Command {
     let bin =
         std::env::var("EXCHANGE_TEST_PG_BIN").expect("EXCHANGE_TEST_PG_BIN: run with scripts/test");
-    let data = std::env::var("EXCHANGE_TEST_PG_DATA")
-        .expect("EXCHANGE_TEST_PG_DATA: run with scripts/test");
-    let pg_ctl = format!("{bin}/pg_ctl");
+    let program = format!("{bin}/{program}");
     // SAFETY: geteuid has no preconditions.
-    let mut command = if unsafe { libc::geteuid() } == 0 {
+    if unsafe { libc::geteuid() } == 0 {
         let mut c = Command::new("runuser");
         // From /: the postgres user may not enter the repository (under /root, say).
-        c.args(["-u", "postgres", "--", &pg_ctl]).current_dir("/");
+        c.args(["-u", "postgres", "--", &program]).current_dir("/");
         c
     } else {
-        Command::new(&pg_ctl)
-    };
-    let status = command
+        Command::new(&program)
+    }
+}
+
+/// Runs pg_ctl on the test cluster.
+fn pg_ctl(args: &[&str]) {
+    let data = std::env::var("EXCHANGE_TEST_PG_DATA")
+        .expect("EXCHANGE_TEST_PG_DATA: run with scripts/test");
+    let status = pg_tool("pg_ctl")
         .args([
             "-D",
             &data,
@@ -405,4 +409,189 @@ fn a_commit_whose_wait_for_the_standby_was_cancelled_is_not_a_success() {
     // It did commit on the primary, as PostgreSQL said.
     assert_eq!(count(&url, "SELECT count(*) FROM orders"), 1);
     audit_holds(&url);
+}
+
+/// A second cluster of the test's own on 127.0.0.1, removed when dropped: the other
+/// writable server of a split.
+struct SecondCluster {
+    data: std::path::PathBuf,
+    port: u16,
+}
+
+impl SecondCluster {
+    fn start() -> SecondCluster {
+        let data = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("second-pg-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&data);
+        std::fs::create_dir_all(&data).expect("the data folder");
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            let chown = Command::new("chown").arg("postgres:").arg(&data).status();
+            assert!(chown.is_ok_and(|s| s.success()), "chown the data folder");
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let cluster = SecondCluster { data, port };
+        let initdb = pg_tool("initdb")
+            .arg("-D")
+            .arg(&cluster.data)
+            .args(["-A", "trust", "-U", "postgres", "--no-locale"])
+            .output()
+            .expect("initdb");
+        assert!(initdb.status.success(), "initdb: {initdb:?}");
+        let options = format!(
+            "-c port={port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={}",
+            cluster.data.display()
+        );
+        let start = pg_tool("pg_ctl")
+            .arg("-D")
+            .arg(&cluster.data)
+            .args(["-s", "-w", "-o", &options, "-l"])
+            .arg(cluster.data.join("server.log"))
+            .arg("start")
+            .status();
+        assert!(start.is_ok_and(|s| s.success()), "start the second cluster");
+        cluster
+    }
+}
+
+impl Drop for SecondCluster {
+    fn drop(&mut self) {
+        let _ = pg_tool("pg_ctl")
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-s", "-m", "immediate", "stop"])
+            .status();
+        let _ = std::fs::remove_dir_all(&self.data);
+    }
+}
+
+/// The split of two writable servers: a standby promoted while the old primary still
+/// runs. The server's sessions follow a multi-host URL, and the flusher's new session
+/// lands on the other server while the handlers stay where they were. A wait for the
+/// WAL there says nothing about the handlers' commits: every acknowledged order must
+/// survive a crash of the server that made it.
+#[test]
+fn a_flush_on_another_server_vouches_for_nothing() {
+    let _cluster = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    let url = fresh_database("fault_pg_split");
+    let name = url.rsplit('/').next().expect("a database name").to_string();
+    let first = port_of(&url);
+    let second = SecondCluster::start();
+    let second_url = format!("postgres://postgres@127.0.0.1:{}/postgres", second.port);
+    sql(&second_url)
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .expect("the database on the other server");
+    let second_db = format!("postgres://postgres@127.0.0.1:{}/{name}", second.port);
+    exchange::store::apply_schema(&mut sql(&second_db)).expect("its schema");
+
+    // As in the crash test: deferred commits reach the disk only when someone waits.
+    let _slow_writer = ClusterSetting::set(&admin_url(), "wal_writer_delay", "10s");
+    let both = format!(
+        "host=127.0.0.1,127.0.0.1 port={first},{} user=postgres dbname={name} \
+         target_session_attrs=read-write",
+        second.port
+    );
+    let server = Server::start(&both, 1, &["--threads", "2"]);
+    server.send(r#"<create><account id="1" balance="1000"/></create>"#);
+    let order = || {
+        server.send(r#"<transactions id="1"><order sym="X" amount="1" limit="2"/></transactions>"#)
+    };
+    assert_eq!(order()[0].name, "opened");
+    // Both handlers take their sessions on the first server before the split: queries
+    // in parallel until the flusher and two handlers have used theirs. (The pool also
+    // keeps idle connections, which have run nothing but the read-write check; one of
+    // those could otherwise take a handler to the other server.)
+    let used = || {
+        last_statements(&url)
+            .into_iter()
+            .filter(|(_, statement)| !statement.is_empty() && !statement.starts_with("SHOW "))
+            .count()
+    };
+    for _ in 0..50 {
+        if used() == 3 {
+            break;
+        }
+        std::thread::scope(|scope| {
+            for _ in 0..8 {
+                scope.spawn(|| {
+                    server.send(r#"<transactions id="1"><query id="1"/></transactions>"#)
+                });
+            }
+        });
+    }
+    assert_eq!(used(), 3, "the flusher and two handlers");
+
+    // The first server takes no new writable session (the sessions it has keep
+    // writing), and the flusher's session there ends: it reopens on the second.
+    let mut admin = sql(&admin_url());
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {name} SET default_transaction_read_only = on"
+        ))
+        .expect("ALTER DATABASE");
+    let flusher: Vec<i32> = last_statements(&url)
+        .into_iter()
+        .filter(|(_, statement)| is_wait_for_wal(statement))
+        .map(|(pid, _)| pid)
+        .collect();
+    assert_eq!(
+        flusher.len(),
+        1,
+        "one session waits for the WAL: {flusher:?}"
+    );
+    admin
+        .execute("SELECT pg_terminate_backend($1)", &[&flusher[0]])
+        .expect("end the flusher's session");
+
+    let mut acknowledged: Vec<i64> = Vec::new();
+    for _ in 0..30 {
+        let answer = order();
+        if answer[0].name == "opened" {
+            let id = answer[0].attr("id").expect("an id");
+            acknowledged.push(id.parse().expect("a number"));
+        }
+    }
+    let split = last_statements(&second_db)
+        .iter()
+        .any(|(_, statement)| is_wait_for_wal(statement));
+    assert!(split, "the flusher's session should be on the other server");
+    assert!(
+        acknowledged.len() >= 25,
+        "{} acknowledged",
+        acknowledged.len()
+    );
+
+    // The first server crashes: what it had not flushed is gone.
+    pg_ctl(&["-m", "immediate", "stop"]);
+    pg_ctl(&["start"]);
+    admin = sql(&admin_url());
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {name} RESET default_transaction_read_only"
+        ))
+        .expect("ALTER DATABASE");
+    let kept: i64 = sql(&url)
+        .query_one(
+            "SELECT count(*) FROM orders WHERE id = ANY ($1)",
+            &[&acknowledged],
+        )
+        .expect("count orders")
+        .get(0);
+    assert_eq!(
+        kept,
+        acknowledged.len() as i64,
+        "acknowledged orders lost: vouched for by a flush on the other server"
+    );
+    audit_holds(&url);
+}
+
+/// The port of a postgres:// URL.
+fn port_of(url: &str) -> u16 {
+    url.rsplit_once(':')
+        .and_then(|(_, rest)| rest.split('/').next())
+        .and_then(|port| port.parse().ok())
+        .expect("a port in the URL")
 }

@@ -9,15 +9,19 @@
 //! answer on only after its commits returned, so the flusher's WAL record follows
 //! theirs, and the WAL reaches the disk in order. Only a crash in between could lose
 //! them, and a crash ends every session. So the flusher vouches only for requests that
-//! began after its own session was opened. Any other answer (the flusher's session
-//! failed, or was opened anew while the request ran) goes back to the handler whose
-//! session made the commits, which then waits for the WAL on that session itself.
+//! began after its own session was opened, and only on the same server as the session
+//! that made their commits (`store::ServerId`: with two writable servers, after a
+//! standby was promoted while the old primary still ran, the flusher may reconnect to
+//! one while handlers stay on the other). Any other answer (the flusher's session
+//! failed, was opened anew while the request ran, or is on another server) goes back to
+//! the handler whose session made the commits, which then waits for the WAL on that
+//! session itself.
 
 use crate::exchange;
 use crate::protocol;
 use crate::server::courier::Courier;
 use crate::server::log;
-use crate::store::{Manager, Session, StoreError};
+use crate::store::{Manager, ServerId, Session, StoreError};
 use crossbeam_channel::{Receiver, Sender};
 use r2d2::Pool;
 use std::net::TcpStream;
@@ -35,6 +39,8 @@ pub struct Awaiting {
     pub began: Instant,
     /// Which of its handler's sessions made the request's commits.
     pub session: u64,
+    /// The server that session is on: only a wait for the WAL there vouches for them.
+    pub server: ServerId,
     /// The handler, for an answer the flusher cannot vouch for.
     pub owner: Sender<Awaiting>,
 }
@@ -69,9 +75,12 @@ impl Flusher {
             // Whatever gathered while the last flush was under way shares this one.
             batch.push(first);
             batch.extend(awaiting.try_iter());
-            let opened = self.flush();
+            let flushed = self.flush();
             for answer in batch.drain(..) {
-                if opened.is_some_and(|opened| opened <= answer.began) {
+                let vouched = flushed.is_some_and(|(opened, server)| {
+                    opened <= answer.began && server == answer.server
+                });
+                if vouched {
                     self.courier.deliver(answer.stream, answer.bytes);
                 } else if let Err(returned) = answer.owner.clone().send(answer) {
                     // The handler has gone: it waits for its answers before it exits, so
@@ -84,9 +93,9 @@ impl Flusher {
         }
     }
 
-    /// Waits for the WAL on the kept session; says when that session was opened, or
-    /// None if the wait failed.
-    fn flush(&mut self) -> Option<Instant> {
+    /// Waits for the WAL on the kept session; says when that session was opened and
+    /// which server it is on, or None if the wait failed.
+    fn flush(&mut self) -> Option<(Instant, ServerId)> {
         if self.session.as_ref().is_none_or(|(s, _)| s.is_broken()) {
             if let Err(e) = self.reopen() {
                 log(format_args!("flusher: {e}"));
@@ -95,7 +104,7 @@ impl Flusher {
         }
         let (session, opened) = self.session.as_mut()?;
         match session.make_durable() {
-            Ok(()) => Some(*opened),
+            Ok(()) => Some((*opened, session.server())),
             Err(e) => {
                 log(format_args!("flusher: {e}"));
                 // The server may have ended the session: a fresh one now can vouch for

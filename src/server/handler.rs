@@ -13,7 +13,7 @@ use crate::server::flusher::{Awaiting, SESSION_GONE};
 use crate::server::intake::{Intake, Job, Serve};
 
 use crate::server::log;
-use crate::store::{Manager, Session, StoreError};
+use crate::store::{Manager, ServerId, Session, StoreError};
 use crossbeam_channel::{Receiver, Sender};
 use r2d2::Pool;
 use std::time::Instant;
@@ -30,6 +30,9 @@ pub struct Handler {
     session: Option<Session>,
     /// Sessions opened so far: names the one that made a request's commits.
     sessions_opened: u64,
+    /// The server the last session opened is on, kept after the session breaks: commits
+    /// it made are still there, and a wait for the WAL on that server covers them.
+    server: Option<ServerId>,
     limits: HandlerLimits,
 }
 
@@ -40,6 +43,7 @@ impl Sessions for Handler {
             _ => {
                 let session = Session::open(&self.pool)?;
                 self.sessions_opened += 1;
+                self.server = Some(session.server());
                 session
             }
         };
@@ -65,6 +69,7 @@ impl Handler {
             pool,
             session: None,
             sessions_opened: 0,
+            server: None,
             limits,
         }
     }
@@ -110,11 +115,19 @@ impl Handler {
                 courier.deliver(job.stream, protocol::render(&response));
             }
             Executed::AwaitsDurability(response) => {
+                let bytes = protocol::render(&response);
+                let Some(server) = self.server else {
+                    // Unreachable: the database answered, so a session was opened.
+                    let why = exchange::not_durable(&SESSION_GONE);
+                    courier.deliver(job.stream, protocol::render(&why));
+                    return;
+                };
                 let awaiting = Awaiting {
                     stream: job.stream,
-                    bytes: protocol::render(&response),
+                    bytes,
                     began,
                     session: self.sessions_opened,
+                    server,
                     owner: owner.clone(),
                 };
                 if let Err(unsent) = flusher.send(awaiting) {
