@@ -164,10 +164,16 @@ pub fn config(url: &str, timeouts: DatabaseTimeouts) -> Result<postgres::Config,
     Ok(config)
 }
 
-/// Connects once, applies the schema (serialised, so servers may race safely), and
-/// checks that `connections` more sessions fit the slots the database has free.
-pub fn prepare_database(config: &postgres::Config, connections: usize) -> Result<(), StoreError> {
+/// Connects once, checks that the session took the server's settings, applies the
+/// schema (serialised, so servers may race safely), and checks that `connections` more
+/// sessions fit the slots the database has free.
+pub fn prepare_database(
+    config: &postgres::Config,
+    timeouts: DatabaseTimeouts,
+    connections: usize,
+) -> Result<(), StoreError> {
     let mut client = config.connect(NoTls)?;
+    check_session_settings(&mut client, timeouts)?;
     apply_schema(&mut client)?;
     let free = free_connection_slots(&mut client)?;
     if connections as i64 > free {
@@ -229,12 +235,18 @@ fn checkout_timeout(config: &postgres::Config) -> Duration {
 }
 
 /// A pool of `size` connections; fails if the database cannot be reached now, naming
-/// the database's own reason (SQLSTATE and message) when it gave one.
-pub fn pool(config: postgres::Config, size: u32) -> Result<Pool<Manager>, StoreError> {
+/// the database's own reason (SQLSTATE and message) when it gave one. Each connection
+/// is checked for the server's session settings as it opens.
+pub fn pool(
+    config: postgres::Config,
+    size: u32,
+    timeouts: DatabaseTimeouts,
+) -> Result<Pool<Manager>, StoreError> {
     let last_error = LastError::default();
     Pool::builder()
         .max_size(size)
         .connection_timeout(checkout_timeout(&config))
+        .connection_customizer(Box::new(SettingsCheck(timeouts)))
         .error_handler(Box::new(last_error.clone()))
         .build(PostgresConnectionManager::new(config, NoTls))
         .map_err(|e| {
@@ -262,6 +274,55 @@ fn note_warning(notice: postgres::error::DbError) {
         };
         WARNING.with(|w| w.set(Some(text)));
     }
+}
+
+/// Refuses a session in which the settings the server sends at connection time did not
+/// take effect. A connection pooler such as PgBouncer refuses the `options` startup
+/// parameter they travel in, or, told to ignore it, drops them silently: then no
+/// statement timeout, and plans that scan whole tables. The database raises the error
+/// itself, so that it reaches the pool's error handler like any other refusal.
+#[derive(Debug)]
+struct SettingsCheck(DatabaseTimeouts);
+
+impl r2d2::CustomizeConnection<Client, postgres::Error> for SettingsCheck {
+    fn on_acquire(&self, client: &mut Client) -> Result<(), postgres::Error> {
+        check_session_settings(client, self.0)
+    }
+}
+
+/// Fails, with the database's own error naming each setting that is not as sent, if
+/// the session does not run under the settings `config` asks for.
+fn check_session_settings(
+    client: &mut Client,
+    timeouts: DatabaseTimeouts,
+) -> Result<(), postgres::Error> {
+    let DatabaseTimeouts {
+        statement_ms,
+        idle_in_transaction_ms,
+        ..
+    } = timeouts;
+    client.batch_execute(&format!(
+        "DO $check$
+             DECLARE
+                 wrong text;
+             BEGIN
+                 SELECT string_agg(format('%s is %s, not %s', name, setting, wanted), '; ')
+                   INTO wrong
+                   FROM pg_settings
+                   JOIN (VALUES ('enable_seqscan', 'off'),
+                                ('plan_cache_mode', 'force_generic_plan'),
+                                ('statement_timeout', '{statement_ms}'),
+                                ('idle_in_transaction_session_timeout', '{idle_in_transaction_ms}'))
+                        AS w(name, wanted) USING (name)
+                  WHERE setting <> wanted;
+                 IF wrong IS NOT NULL THEN
+                     RAISE EXCEPTION 'the server''s session settings did not take effect (%): a '
+                         'connection pooler may have dropped the options startup parameter; set '
+                         'them for the role with ALTER ROLE ... SET (docs/deployment.md)', wrong;
+                 END IF;
+             END
+             $check$"
+    ))
 }
 
 /// Keeps the pool's last connection error: r2d2's own error says only "db error".

@@ -353,6 +353,32 @@ fn the_readme_names_every_server_flag() {
     assert_eq!(in_readme, in_help, "README.md's flags against --help");
 }
 
+/// The other documents show no commands, and no block where one could hide.
+#[test]
+fn no_document_hides_a_command_in_a_shell_block() {
+    let docs = std::fs::read_dir("docs").expect("docs/");
+    for entry in docs.map(|e| e.expect("an entry").path()) {
+        if entry.extension().is_none_or(|e| e != "md") {
+            continue;
+        }
+        let path = entry.display().to_string();
+        let text = std::fs::read_to_string(&entry).expect("a document");
+        if !DOCUMENTS.contains(&path.as_str()) {
+            assert!(
+                examples(&text).is_empty(),
+                "{path} shows commands no test runs"
+            );
+        }
+        for (index, line) in text.lines().enumerate() {
+            assert!(
+                !["```sh", "```bash", "```shell"].contains(&line.trim()),
+                "{path}:{}: a shell block",
+                index + 1
+            );
+        }
+    }
+}
+
 #[test]
 fn every_command_kind_is_recognised() {
     assert!(matches!(

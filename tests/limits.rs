@@ -135,7 +135,8 @@ fn database_with_connection_limit(hint: &str, limit: u32) -> String {
         base.replacen("postgres://postgres@", &format!("postgres://r_{name}@"), 1)
     );
     let config = store::config(&url, DatabaseTimeouts::default()).expect("URL");
-    store::prepare_database(&config, 1).expect("the role sets up its database");
+    store::prepare_database(&config, DatabaseTimeouts::default(), 1)
+        .expect("the role sets up its database");
     url
 }
 

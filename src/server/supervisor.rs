@@ -135,8 +135,9 @@ fn check_database(settings: &Settings, workers: usize) -> Result<(), String> {
     // SAFETY: the supervisor has one thread, so the child may run any code.
     match unsafe { fork() } {
         Ok(ForkResult::Child) => {
-            let prepared = store::config(&settings.database_url, settings.database_timeouts())
-                .and_then(|config| store::prepare_database(&config, wanted));
+            let timeouts = settings.database_timeouts();
+            let prepared = store::config(&settings.database_url, timeouts)
+                .and_then(|config| store::prepare_database(&config, timeouts, wanted));
             let code = match prepared {
                 Ok(()) => 0,
                 Err(e) => {

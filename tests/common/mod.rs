@@ -48,7 +48,7 @@ pub fn fresh_database(hint: &str) -> String {
     }
     let url = with_database(&admin, &name);
     let config = store::config(&url, DatabaseTimeouts::default()).expect("test URL");
-    store::prepare_database(&config, 1).expect("apply the schema");
+    store::prepare_database(&config, DatabaseTimeouts::default(), 1).expect("apply the schema");
     url
 }
 
@@ -82,7 +82,7 @@ impl Exchange {
     pub fn on(url: &str) -> Exchange {
         let timeouts = DatabaseTimeouts::default();
         let config = store::config(url, timeouts).expect("test URL");
-        let pool = store::pool(config, 1).expect("pool");
+        let pool = store::pool(config, 1, timeouts).expect("pool");
         Exchange {
             url: url.to_string(),
             handler: Handler::new(
