@@ -14,7 +14,7 @@ RUN mkdir -p src client \
     && echo 'fn main() {}' > client/main.rs \
     && cargo build --release --locked --bins \
     && rm -rf src client
-COPY schema.sql ./
+COPY migrations ./migrations
 COPY src ./src
 COPY client ./client
 # The copied sources keep their own times, older than the stand-ins' builds: touched,

@@ -10,7 +10,8 @@
 //! - every trade's price lies between its sell's and its buy's limits.
 //!
 //! The rules that span columns or tables are checked here and not by constraints on
-//! orders and trades, which would tax every order (see the head of `schema.sql`).
+//! orders and trades, which would tax every order (see the head of
+//! `migrations/0001_schema.sql`).
 //!
 //! Sums are compared inside PostgreSQL, in NUMERIC, so no total can overflow or round.
 

@@ -1,9 +1,15 @@
-//! `exchange-server`: parses the command line and hands over to the supervisor.
+//! `exchange-server`: parses the command line and hands over to the supervisor, or to
+//! the `migrate` command.
 
 use clap::Parser;
-use exchange::server::{supervisor, Settings};
+use exchange::server::settings::Command;
+use exchange::server::{migrate, supervisor, Settings};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    supervisor::run(Settings::parse())
+    let settings = Settings::parse();
+    match settings.command {
+        Some(Command::Migrate) => migrate::run(&settings),
+        None => supervisor::run(settings),
+    }
 }

@@ -1,8 +1,8 @@
-//! The PostgreSQL side: connection settings, the pool, the schema, and one session per
-//! handler thread with its statements prepared once.
+//! The PostgreSQL side: connection settings, the pool, the start check, and one
+//! session per handler thread with its statements prepared once.
 //!
-//! All matching and money movement happens in the functions of `schema.sql`, each
-//! called as one statement and so as one database transaction. Deadlocks and
+//! All matching and money movement happens in the schema's functions (`migrations/`),
+//! each called as one statement and so as one database transaction. Deadlocks and
 //! serialization failures are retried here, in [`Session::retrying`], and nowhere else.
 //! (A session the server ended is another matter: it needs a new connection, so
 //! `exchange::Run::attempt` replaces it and runs the operation once more.)
@@ -23,9 +23,6 @@ use rust_decimal::Decimal;
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
-
-/// The whole schema; applied at start, idempotent.
-pub const SCHEMA_SQL: &str = include_str!("../schema.sql");
 
 pub type Manager = PostgresConnectionManager<NoTls>;
 
@@ -66,6 +63,8 @@ pub enum StoreError {
     /// The wait for durability returned with a warning: the commits are on this server
     /// but may not be on its synchronous standby, so a failover may lose them.
     NotConfirmed(String),
+    /// The database's schema is not at this server's version.
+    Schema(String),
 }
 
 impl fmt::Display for StoreError {
@@ -75,6 +74,7 @@ impl fmt::Display for StoreError {
             StoreError::SessionEnded(why) => write!(f, "database session ended: {why}"),
             StoreError::ConnectionLost(why) => write!(f, "database connection lost: {why}"),
             StoreError::Failed(why) => write!(f, "database error: {why}"),
+            StoreError::Schema(why) => write!(f, "{why}"),
             StoreError::NotConfirmed(why) => {
                 write!(f, "the commit was not confirmed as durable: {why}")
             }
@@ -164,9 +164,9 @@ pub fn config(url: &str, timeouts: DatabaseTimeouts) -> Result<postgres::Config,
     Ok(config)
 }
 
-/// Connects once, checks that the session took the server's settings, applies the
-/// schema (serialised, so servers may race safely), and checks that `connections` more
-/// sessions fit the slots the database has free.
+/// Connects once, checks that the session took the server's settings and that the
+/// schema is at this server's version (changing nothing: see `migrations`), and that
+/// `connections` more sessions fit the slots the database has free.
 pub fn prepare_database(
     config: &postgres::Config,
     timeouts: DatabaseTimeouts,
@@ -174,7 +174,7 @@ pub fn prepare_database(
 ) -> Result<(), StoreError> {
     let mut client = config.connect(NoTls)?;
     check_session_settings(&mut client, timeouts)?;
-    apply_schema(&mut client)?;
+    crate::migrations::check(&mut client)?;
     let free = free_connection_slots(&mut client)?;
     if connections as i64 > free {
         return Err(StoreError::Failed(format!(
@@ -211,15 +211,6 @@ fn free_connection_slots(client: &mut Client) -> Result<i64, StoreError> {
         &[],
     )?;
     Ok(row.try_get(0)?)
-}
-
-pub fn apply_schema(client: &mut Client) -> Result<(), StoreError> {
-    let mut transaction = client.transaction()?;
-    // A fixed key, distinct from any symbol's: concurrent CREATE OR REPLACE would collide.
-    transaction.execute("SELECT pg_advisory_xact_lock(7428461)", &[])?;
-    transaction.batch_execute(SCHEMA_SQL)?;
-    transaction.commit()?;
-    Ok(())
 }
 
 /// How long taking a connection from the pool may wait: long enough to try every host

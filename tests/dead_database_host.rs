@@ -238,6 +238,7 @@ fn a_database_host_that_dies_silently_gets_answers_not_hangs_and_service_resumes
     let database = Database::create(&hosts);
     let url = database.url();
     hosts.in_app(|| {
+        exchange::migrations::migrate(&mut common::sql(&url)).expect("the schema");
         let server = Server::start(&url, 2, &[]);
         let load = Load::start(&server, 6, "DEAD");
         std::thread::sleep(Duration::from_secs(2));

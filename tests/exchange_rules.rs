@@ -423,7 +423,7 @@ fn order_ids_increase() {
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
 }
 
-/// The rules on amounts, enforced by the database too (see the head of schema.sql).
+/// The rules on amounts, enforced by the database too (see the head of migrations/0001_schema.sql).
 #[test]
 fn constraints_back_up_the_code() {
     let ex = Exchange::new("constraints");

@@ -6,7 +6,6 @@ mod common;
 
 use common::{count, fresh_database, snapshot, sql, Server};
 use exchange::protocol::reply::read_reply;
-use exchange::store::{self, DatabaseTimeouts};
 use exchange::wire::frame;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -134,9 +133,8 @@ fn database_with_connection_limit(hint: &str, limit: u32) -> String {
         "{}/{name}",
         base.replacen("postgres://postgres@", &format!("postgres://r_{name}@"), 1)
     );
-    let config = store::config(&url, DatabaseTimeouts::default()).expect("URL");
-    store::prepare_database(&config, DatabaseTimeouts::default(), 1)
-        .expect("the role sets up its database");
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).expect("connect as the role");
+    exchange::migrations::migrate(&mut client).expect("the role sets up its database");
     url
 }
 

@@ -109,7 +109,7 @@ impl Drop for Pooler {
     }
 }
 
-/// A role of its own with a database it owns (so the server may create its tables).
+/// A role of its own with a database it owns, at the server's schema version.
 fn role_and_database(name: &str) -> (String, String) {
     let role = format!("{name}_{}", std::process::id());
     let mut admin = sql(&admin_url());
@@ -124,6 +124,10 @@ fn role_and_database(name: &str) -> (String, String) {
             .batch_execute(&statement)
             .expect("a role and its database");
     }
+    let admin_url = admin_url();
+    let (base, _) = admin_url.rsplit_once('/').expect("a URL with a database");
+    let direct = format!("{base}/{role}").replacen("postgres@", &format!("{role}@"), 1);
+    exchange::migrations::migrate(&mut sql(&direct)).expect("the role's schema");
     (role.clone(), role)
 }
 

@@ -14,6 +14,7 @@ pub mod courier;
 pub mod flusher;
 pub mod handler;
 pub mod intake;
+pub mod migrate;
 pub mod settings;
 pub mod signals;
 pub mod supervisor;

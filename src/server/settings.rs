@@ -16,6 +16,10 @@ use std::time::Duration;
 // override them (`scripts/run --threads 8`).
 #[command(name = "exchange-server", version, about, long_about = None, args_override_self = true)]
 pub struct Settings {
+    /// Without a command, serve.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// TCP port to listen on (0 picks a free one and prints it).
     #[arg(long, default_value_t = 12345)]
     pub port: u16,
@@ -50,6 +54,7 @@ pub struct Settings {
     #[arg(
         long,
         env = "DATABASE_URL",
+        global = true,
         default_value = "postgres://postgres@localhost:5432/exchange"
     )]
     pub database_url: String,
@@ -102,6 +107,15 @@ pub struct Settings {
     /// hundred thousand resting orders, and no more.
     #[arg(long, default_value_t = 10_000, value_parser = at_least_one_ms)]
     pub statement_timeout_ms: u64,
+}
+
+/// What else the binary does besides serving.
+#[derive(Clone, Debug, clap::Subcommand)]
+pub enum Command {
+    /// Bring the database's schema to this server's version (applying the migrations
+    /// it lacks, one at a time even when several run at once), then exit. A server
+    /// refuses to start on a database at another version.
+    Migrate,
 }
 
 fn at_least_one_ms(value: &str) -> Result<u64, String> {

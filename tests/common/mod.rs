@@ -47,8 +47,8 @@ pub fn fresh_database(hint: &str) -> String {
             .expect("create a test database");
     }
     let url = with_database(&admin, &name);
-    let config = store::config(&url, DatabaseTimeouts::default()).expect("test URL");
-    store::prepare_database(&config, DatabaseTimeouts::default(), 1).expect("apply the schema");
+    let mut client = postgres::Client::connect(&url, NoTls).expect("connect to the test database");
+    exchange::migrations::migrate(&mut client).expect("migrate the test database");
     url
 }
 

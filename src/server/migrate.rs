@@ -1,0 +1,39 @@
+//! `exchange-server migrate`: brings the database named by the settings to this
+//! build's schema version, says what it did in one line, and exits.
+
+use crate::migrations;
+use crate::server::{log, Settings};
+use crate::store;
+use postgres::NoTls;
+use std::process::ExitCode;
+
+pub fn run(settings: &Settings) -> ExitCode {
+    match migrate(settings) {
+        Ok(applied) if applied.is_empty() => {
+            println!("schema already at version {}", migrations::latest());
+            ExitCode::SUCCESS
+        }
+        Ok(applied) => {
+            let list: Vec<String> = applied.iter().map(i32::to_string).collect();
+            println!(
+                "schema at version {}: applied {}",
+                migrations::latest(),
+                list.join(", ")
+            );
+            ExitCode::SUCCESS
+        }
+        Err(why) => {
+            log(format_args!("cannot migrate: {why}"));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn migrate(settings: &Settings) -> Result<Vec<i32>, store::StoreError> {
+    let config = store::config(&settings.database_url, settings.database_timeouts())?;
+    let mut client = config.connect(NoTls)?;
+    // A migration may rewrite a large table: the serving statement timeout is not its
+    // bound. It waits for the locks of orders in flight, which are short.
+    client.batch_execute("SET statement_timeout = 0")?;
+    migrations::migrate(&mut client)
+}
