@@ -30,11 +30,12 @@ pub fn latest() -> i32 {
     MIGRATIONS.last().map_or(0, |m| m.0)
 }
 
-/// A fixed key, distinct from any symbol's: one migrator at a time, however many
-/// servers and operators run `migrate` at once.
-const MIGRATION_LOCK_KEY: i64 = 7_428_461;
+/// One migrator at a time, however many servers and operators run `migrate` at once.
+/// A key of two integers: PostgreSQL keeps those apart from single bigint keys, so no
+/// symbol's lock (`symbol_lock_key`, a bigint hash a client could aim) can be this one.
+const MIGRATION_LOCK_KEY: (i32, i32) = (0x6578_6368, 1);
 
-const VERSIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
+const VERSIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS exchange_schema_versions (
     version    integer     PRIMARY KEY,
     name       text        NOT NULL,
     applied_at timestamptz NOT NULL DEFAULT now()
@@ -44,9 +45,10 @@ const VERSIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
 /// returns the versions applied (none if it was current). Refuses a database at a
 /// newer version, or whose applied versions are not this build's.
 pub fn migrate(client: &mut Client) -> Result<Vec<i32>, StoreError> {
-    client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])?;
+    let (class, object) = MIGRATION_LOCK_KEY;
+    client.execute("SELECT pg_advisory_lock($1, $2)", &[&class, &object])?;
     let outcome = migrate_locked(client);
-    let unlocked = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_KEY]);
+    let unlocked = client.execute("SELECT pg_advisory_unlock($1, $2)", &[&class, &object]);
     let applied = outcome?;
     unlocked?;
     Ok(applied)
@@ -60,7 +62,7 @@ fn migrate_locked(client: &mut Client) -> Result<Vec<i32>, StoreError> {
         let mut transaction = client.transaction()?;
         transaction.batch_execute(sql)?;
         transaction.execute(
-            "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+            "INSERT INTO exchange_schema_versions (version, name) VALUES ($1, $2)",
             &[version, name],
         )?;
         transaction.commit()?;
@@ -73,7 +75,7 @@ fn migrate_locked(client: &mut Client) -> Result<Vec<i32>, StoreError> {
 /// this build's: the same names in the same places, and none newer than ours.
 fn applied_version(client: &mut Client) -> Result<i32, StoreError> {
     let rows = client.query(
-        "SELECT version, name FROM schema_migrations ORDER BY version",
+        "SELECT version, name FROM exchange_schema_versions ORDER BY version",
         &[],
     )?;
     let mut current = 0;
@@ -104,7 +106,7 @@ fn applied_version(client: &mut Client) -> Result<i32, StoreError> {
 /// version. Reads only: a server start makes no change to the schema.
 pub fn check(client: &mut Client) -> Result<(), StoreError> {
     let row = client.query_one(
-        "SELECT to_regclass('schema_migrations') IS NOT NULL, to_regclass('orders') IS NOT NULL",
+        "SELECT to_regclass('exchange_schema_versions') IS NOT NULL, to_regclass('orders') IS NOT NULL",
         &[],
     )?;
     let (versioned, has_tables): (bool, bool) = (row.try_get(0)?, row.try_get(1)?);

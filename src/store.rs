@@ -120,15 +120,22 @@ impl StoreError {
 /// while a session waits for an answer: idle seconds, seconds between probes, probes.
 /// A host that died without a reset (power, link, kernel) would otherwise hold every
 /// handler in TCP retransmission for the kernel's default of about 15 minutes.
-pub const TCP_USER_TIMEOUT: Duration = Duration::from_secs(5);
+///
+/// The user timeout is longer than the keepalives' idle time plus their probes: Linux
+/// ends a connection whose user timeout has passed at the first unanswered probe, and
+/// a statement may legitimately keep a session silent (waiting for a lock, or for a
+/// standby) for longer than the idle time.
+pub const TCP_USER_TIMEOUT: Duration = Duration::from_secs(8);
 pub const KEEPALIVES: (Duration, Duration, u32) =
-    (Duration::from_secs(5), Duration::from_secs(1), 3);
+    (Duration::from_secs(3), Duration::from_secs(1), 3);
 
 /// libpq's and rust-postgres' default keepalive idle time, which means "not set".
 const KEEPALIVES_IDLE_UNSET: Duration = Duration::from_secs(2 * 60 * 60);
 
 /// Connection settings for `url`, with the server-side timeouts every session runs under.
-/// The URL's own `connect_timeout`, `tcp_user_timeout` and `keepalives*` win over ours.
+/// The URL's own `connect_timeout`, `tcp_user_timeout` and `keepalives*` win over ours
+/// (a value of 0 reads as unset, as rust-postgres reads it), and its own `options` go
+/// before ours.
 pub fn config(url: &str, timeouts: DatabaseTimeouts) -> Result<postgres::Config, StoreError> {
     let mut config = postgres::Config::from_str(url)
         .map_err(|e| StoreError::Failed(format!("bad database URL: {e}")))?;
@@ -157,8 +164,12 @@ pub fn config(url: &str, timeouts: DatabaseTimeouts) -> Result<postgres::Config,
     // grows, and every order would get slower (docs/benchmarks.md has the figures).
     // Generic plans, then, because their shape never depends on the values and planning
     // each call would cost more.
+    // After the URL's own options, if it has any: later settings win.
+    let theirs = config
+        .get_options()
+        .map_or(String::new(), |o| format!("{o} "));
     config.options(&format!(
-        "-c enable_seqscan=off -c plan_cache_mode=force_generic_plan -c statement_timeout={} -c idle_in_transaction_session_timeout={}",
+        "{theirs}-c enable_seqscan=off -c plan_cache_mode=force_generic_plan -c statement_timeout={} -c idle_in_transaction_session_timeout={}",
         timeouts.statement_ms, timeouts.idle_in_transaction_ms
     ));
     Ok(config)
@@ -256,9 +267,16 @@ thread_local! {
     static WARNING: std::cell::Cell<Option<String>> = const { std::cell::Cell::new(None) };
 }
 
-/// The notice callback of every session: keeps warnings for [`Session::make_durable`].
+/// The notice callback of every session: keeps, for [`Session::make_durable`], the
+/// warnings that may concern replication. Those come from PostgreSQL's syncrep.c; the
+/// source file is reported untranslated, unlike the message. A warning of unknown
+/// source counts too; one known to be about something else (a database nearing
+/// transaction-id wraparound warns on every new transaction id) does not, or it would
+/// make every answer "outcome unknown".
 fn note_warning(notice: postgres::error::DbError) {
-    if notice.parsed_severity() == Some(postgres::error::Severity::Warning) {
+    let warning = notice.parsed_severity() == Some(postgres::error::Severity::Warning);
+    let replication = notice.file().is_none_or(|file| file == "syncrep.c");
+    if warning && replication {
         let text = match notice.detail() {
             Some(detail) => format!("{} {detail}", notice.message()),
             None => notice.message().to_string(),
@@ -406,8 +424,14 @@ impl Statements {
             // WAL; an empty transactional logical message is the smallest write that
             // gives it both. (Logical decoding consumers see it as a message with this
             // prefix; pgoutput passes messages on only to subscribers that ask.)
-            make_durable: client
-                .prepare("SELECT pg_logical_emit_message(true, 'exchange-server', '')")?,
+            // client_min_messages: a cluster, database or role set above `warning`
+            // would hide the warning that a wait for a synchronous standby was
+            // cancelled (see `make_durable`); set for this transaction alone, it
+            // holds through the commit's wait.
+            make_durable: client.prepare(
+                "SELECT pg_logical_emit_message(true, 'exchange-server', ''),
+                        set_config('client_min_messages', 'warning', true)",
+            )?,
         })
     }
 }
@@ -418,8 +442,10 @@ impl Statements {
 ///
 /// Why these two: a physical standby shares its primary's system identifier, so that
 /// alone cannot tell an old primary from a promoted standby, but two running servers
-/// were not started at the same microsecond, and a restart (which also ends every
-/// session) changes the start time. The server's address identifies nothing: one
+/// were not started at the same microsecond. (Crash recovery keeps the postmaster and
+/// its start time, but ends every session, and the flusher vouches only for requests
+/// begun after its session opened; so a pooler in transaction mode, which would hide
+/// that end, is not supported: docs/deployment.md.) The server's address identifies nothing: one
 /// address may lead to several servers in turn (a proxy, a moved virtual IP), and one
 /// server may have several. The timeline is not needed beside the start time, and as
 /// SQL shows it (the last checkpoint's) it lags a fast promotion.
@@ -576,11 +602,10 @@ impl Session {
     /// order. (With the cluster itself set to `synchronous_commit = off` nothing waits,
     /// as its operator chose.)
     ///
-    /// A warning during the wait fails it: PostgreSQL warns, and yet reports success,
-    /// when a commit's wait for a synchronous standby was cancelled (the transaction
-    /// committed here but might not have been replicated), and a failover may then lose
-    /// it. So does any other warning at this point, which is rare enough to be read the
-    /// same way rather than matched by its (translated) message.
+    /// A warning about replication during the wait fails it: PostgreSQL warns, and yet
+    /// reports success, when a commit's wait for a synchronous standby was cancelled
+    /// (the transaction committed here but might not have been replicated), and a
+    /// failover may then lose it. See [`note_warning`] for which warnings count.
     pub fn make_durable(&mut self) -> Result<(), StoreError> {
         WARNING.with(|w| w.take());
         self.retrying(|c, s| c.execute(&s.make_durable, &[]))?;

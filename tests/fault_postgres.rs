@@ -385,6 +385,13 @@ fn cancel_waits_for_the_standby(url: &str, answered: &std::sync::atomic::AtomicB
 fn a_commit_whose_wait_for_the_standby_was_cancelled_is_not_a_success() {
     let _cluster = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
     let url = fresh_database("fault_pg_syncrep");
+    // A database set to hide warnings from its clients must not hide this one.
+    let name = url.rsplit('/').next().expect("a database name");
+    sql(&admin_url())
+        .batch_execute(&format!(
+            "ALTER DATABASE {name} SET client_min_messages = error"
+        ))
+        .expect("ALTER DATABASE");
     let server = Server::start(&url, 1, &[]);
     server.send(r#"<create><account id="1" balance="1000"/></create>"#);
     // A standby that never connects: every commit that waits for it waits until cancelled.

@@ -140,7 +140,7 @@ fn a_database_made_by_the_last_server_before_migrations_is_brought_to_the_curren
 #[test]
 fn a_start_changes_nothing_and_waits_for_no_lock_an_order_holds() {
     let url = fresh_database("migrations_start");
-    let before = count(&url, "SELECT count(*) FROM schema_migrations");
+    let before = count(&url, "SELECT count(*) FROM exchange_schema_versions");
     // An order under way holds these until it commits; DDL at start would wait for it.
     let mut db = sql(&url);
     let mut order = db.transaction().expect("BEGIN");
@@ -151,7 +151,7 @@ fn a_start_changes_nothing_and_waits_for_no_lock_an_order_holds() {
     assert!(server.try_send("<create/>").is_ok());
     order.rollback().expect("ROLLBACK");
     assert_eq!(
-        count(&url, "SELECT count(*) FROM schema_migrations"),
+        count(&url, "SELECT count(*) FROM exchange_schema_versions"),
         before
     );
 }
@@ -163,14 +163,14 @@ fn a_server_refuses_a_database_at_another_version() {
 
     assert!(migrate(&url).status.success());
     sql(&url)
-        .batch_execute("DELETE FROM schema_migrations WHERE version = 2")
+        .batch_execute("DELETE FROM exchange_schema_versions WHERE version = 2")
         .expect("pretend to be at version 1");
     assert!(refusal(&url)
         .contains("at version 1, this server needs version 2: run `exchange-server migrate`"));
 
     assert!(migrate(&url).status.success());
     sql(&url)
-        .batch_execute("INSERT INTO schema_migrations (version, name) VALUES (3, 'later')")
+        .batch_execute("INSERT INTO exchange_schema_versions (version, name) VALUES (3, 'later')")
         .expect("pretend to be at version 3");
     assert!(refusal(&url).contains("at version 3, newer than this server's 2"));
     let output = migrate(&url);
@@ -197,7 +197,7 @@ fn migrations_started_together_apply_each_version_once() {
         assert!(child.wait().expect("wait").success());
     }
     assert_eq!(
-        count(&url, "SELECT count(*) FROM schema_migrations"),
+        count(&url, "SELECT count(*) FROM exchange_schema_versions"),
         2,
         "each version applied once"
     );
