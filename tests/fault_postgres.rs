@@ -214,6 +214,21 @@ fn is_wait_for_wal(statement: &str) -> bool {
     statement.contains("pg_logical_emit_message")
 }
 
+/// The backend of the one session that waits for the WAL: the flusher's.
+fn flusher_pid(url: &str) -> i32 {
+    let flusher: Vec<i32> = last_statements(url)
+        .into_iter()
+        .filter(|(_, statement)| is_wait_for_wal(statement))
+        .map(|(pid, _)| pid)
+        .collect();
+    assert_eq!(
+        flusher.len(),
+        1,
+        "one session waits for the WAL: {flusher:?}"
+    );
+    flusher[0]
+}
+
 #[test]
 fn an_order_begun_before_the_flusher_lost_its_session_is_vouched_for_by_its_own() {
     // Other tests here restart the cluster, which would end every session.
@@ -230,16 +245,7 @@ fn an_order_begun_before_the_flusher_lost_its_session_is_vouched_for_by_its_own(
     };
     server.send(r#"<create><account id="1" balance="1000"/></create>"#);
     order("Y");
-    let flusher: Vec<i32> = last_statements(&url)
-        .into_iter()
-        .filter(|(_, statement)| is_wait_for_wal(statement))
-        .map(|(pid, _)| pid)
-        .collect();
-    assert_eq!(
-        flusher.len(),
-        1,
-        "one session waits for the WAL: {flusher:?}"
-    );
+    let flusher = flusher_pid(&url);
 
     let mut holder = sql(&url);
     let mut held = holder.transaction().expect("BEGIN");
@@ -250,7 +256,7 @@ fn an_order_begun_before_the_flusher_lost_its_session_is_vouched_for_by_its_own(
         let blocked = scope.spawn(|| order("X"));
         let waiting = waiting_backend(&url);
         let mut db = sql(&url);
-        db.execute("SELECT pg_terminate_backend($1)", &[&flusher[0]])
+        db.execute("SELECT pg_terminate_backend($1)", &[&flusher])
             .expect("end the flusher's session");
         // An order on the other handler meets the ended session, and the flusher opens
         // a new one: younger than the order on X, so it cannot vouch for it.
@@ -544,18 +550,9 @@ fn a_flush_on_another_server_vouches_for_nothing() {
             "ALTER DATABASE {name} SET default_transaction_read_only = on"
         ))
         .expect("ALTER DATABASE");
-    let flusher: Vec<i32> = last_statements(&url)
-        .into_iter()
-        .filter(|(_, statement)| is_wait_for_wal(statement))
-        .map(|(pid, _)| pid)
-        .collect();
-    assert_eq!(
-        flusher.len(),
-        1,
-        "one session waits for the WAL: {flusher:?}"
-    );
+    let flusher = flusher_pid(&url);
     admin
-        .execute("SELECT pg_terminate_backend($1)", &[&flusher[0]])
+        .execute("SELECT pg_terminate_backend($1)", &[&flusher])
         .expect("end the flusher's session");
 
     let mut acknowledged: Vec<i64> = Vec::new();
