@@ -23,8 +23,10 @@ const ANSWER_WITHIN: Duration = Duration::from_secs(15);
 const RESUME_WITHIN: Duration = Duration::from_secs(20);
 
 fn run(program: &str, args: &[&str]) {
+    // From /: the postgres user may not enter the repository (under /root, say).
     let output = Command::new(program)
         .args(args)
+        .current_dir("/")
         .output()
         .unwrap_or_else(|e| panic!("{program}: {e}"));
     assert!(
@@ -135,11 +137,7 @@ struct Database {
 
 impl Database {
     fn create(hosts: &Hosts) -> Database {
-        let data = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("dead-host-pg-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&data);
-        std::fs::create_dir_all(&data).expect("the data folder");
-        run("chown", &["postgres:", data.to_str().expect("a path")]);
+        let data = common::postgres_scratch_dir("dead-host-pg");
         let database = Database {
             data,
             namespace: hosts.db.clone(),

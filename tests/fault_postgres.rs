@@ -433,15 +433,7 @@ struct SecondCluster {
 
 impl SecondCluster {
     fn start() -> SecondCluster {
-        let data = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("second-pg-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&data);
-        std::fs::create_dir_all(&data).expect("the data folder");
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } == 0 {
-            let chown = Command::new("chown").arg("postgres:").arg(&data).status();
-            assert!(chown.is_ok_and(|s| s.success()), "chown the data folder");
-        }
+        let data = common::postgres_scratch_dir("second-pg");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")

@@ -31,10 +31,7 @@ impl Pooler {
             Path::new(PGBOUNCER).exists(),
             "{PGBOUNCER} is missing: install pgbouncer (scripts/test does)"
         );
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("pgbouncer-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("the pooler's folder");
+        let dir = common::postgres_scratch_dir(&format!("pgbouncer-{name}"));
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")

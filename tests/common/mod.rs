@@ -198,6 +198,21 @@ pub struct Server {
     log: Option<std::path::PathBuf>,
 }
 
+/// A fresh folder for a PostgreSQL cluster or a pooler that a test runs as the postgres
+/// user (when the tests run as root), named `name`: under the system's temporary
+/// folder, which that user can reach, unlike a repository under /root, say.
+pub fn postgres_scratch_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("exchange-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("a scratch folder");
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        let chown = Command::new("chown").arg("postgres:").arg(&dir).status();
+        assert!(chown.is_ok_and(|s| s.success()), "chown the scratch folder");
+    }
+    dir
+}
+
 /// A log file for one server of this test run, under cargo's scratch folder.
 fn server_log_path() -> std::path::PathBuf {
     static NEXT: AtomicU32 = AtomicU32::new(0);
