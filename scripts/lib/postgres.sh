@@ -165,6 +165,9 @@ validators_bindir() {
 
 # bench_cluster NAME: a fresh cluster for measurements, with the distribution's
 # default durability (fsync and synchronous commit on), unless DATABASE_URL is set.
+# With STANDBY=on or STANDBY=remote_apply it gets a streaming standby on this machine
+# that every commit waits for (synchronous_commit = on: the standby has the WAL on
+# disk; remote_apply: it has applied it too).
 # Sets BENCH_ADMIN_URL (a database where others can be created), BENCH_PG_DATA
 # (empty when DATABASE_URL was given) and BENCH_TRANSPORT (how clients reach it, in
 # words); the caller stops it with bench_cluster_stop. Its clients connect over TCP to
@@ -183,6 +186,11 @@ bench_cluster() {
     local port
     port=$(free_port 26432)
     pg_start "$BENCH_PG_DATA/pg" "$port" "max_wal_size = 2GB"
+    case ${STANDBY:-off} in
+        off) ;;
+        on | remote_apply) bench_standby "$port" "$STANDBY" || return 1 ;;
+        *) echo "STANDBY must be off, on or remote_apply" >&2; return 1 ;;
+    esac
     case ${TRANSPORT:-tcp} in
         tcp)
             BENCH_ADMIN_URL="postgres://postgres@127.0.0.1:$port/postgres"
@@ -197,8 +205,35 @@ bench_cluster() {
     esac
 }
 
+# bench_standby PRIMARY_PORT LEVEL: a standby of the bench cluster in
+# $BENCH_PG_DATA/standby, made with pg_basebackup and named by its cluster_name, which
+# the primary then waits for at synchronous_commit LEVEL. Returns once it is in sync.
+bench_standby() {
+    local primary=$1 level=$2 bin port
+    bin=$(pg_bindir) || return 1
+    port=$(free_port $((primary + 1)))
+    mkdir -p "$BENCH_PG_DATA/standby"
+    [ "$(id -u)" = 0 ] && chown postgres: "$BENCH_PG_DATA/standby"
+    chmod 700 "$BENCH_PG_DATA/standby"
+    as_pg "$bin/pg_basebackup" -h 127.0.0.1 -p "$primary" -U postgres -D "$BENCH_PG_DATA/standby" -R -X stream -c fast ||
+        return 1
+    pg_start "$BENCH_PG_DATA/standby" "$port" "max_wal_size = 2GB" "cluster_name = 'standby'"
+    "$bin/psql" -q -h 127.0.0.1 -p "$primary" -U postgres -d postgres \
+        -c "ALTER SYSTEM SET synchronous_standby_names = 'standby'" \
+        -c "ALTER SYSTEM SET synchronous_commit = '$level'" -c "SELECT pg_reload_conf()" >/dev/null
+    for _ in $(seq 100); do
+        "$bin/psql" -Atq -h 127.0.0.1 -p "$primary" -U postgres -d postgres \
+            -c "SELECT sync_state FROM pg_stat_replication WHERE application_name = 'standby'" | grep -q sync &&
+            return 0
+        sleep 0.2
+    done
+    echo "the standby never came in sync" >&2
+    return 1
+}
+
 bench_cluster_stop() {
     [ -n "${BENCH_PG_DATA:-}" ] || return 0
+    [ -d "$BENCH_PG_DATA/standby" ] && pg_stop "$BENCH_PG_DATA/standby"
     pg_stop "$BENCH_PG_DATA/pg"
     rm -rf "$BENCH_PG_DATA"
 }
