@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{count, fresh_database, Server};
+use common::{count, fresh_database, output_text, Server};
 use std::process::{Command, Output};
 
 fn client(args: &[&str]) -> Output {
@@ -12,14 +12,6 @@ fn client(args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("run exchange-client")
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 #[test]
@@ -35,11 +27,11 @@ fn send_round_trips_a_file() {
     .unwrap();
     let port = server.addr.port().to_string();
     let output = client(&["send", "--port", &port, file.to_str().unwrap()]);
-    assert!(output.status.success(), "{}", text(&output));
+    assert!(output.status.success(), "{}", output_text(&output));
     assert!(
-        text(&output).contains(r#"<created id="42"/>"#),
+        output_text(&output).contains(r#"<created id="42"/>"#),
         "{}",
-        text(&output)
+        output_text(&output)
     );
     std::fs::remove_dir_all(dir).ok();
 }
@@ -64,7 +56,7 @@ fn load_then_audit_passes_and_the_report_is_json() {
         "3",
         "--json",
     ]);
-    assert!(output.status.success(), "{}", text(&output));
+    assert!(output.status.success(), "{}", output_text(&output));
     let report: serde_json::Value =
         serde_json::from_slice(&output.stdout).expect("one JSON object");
     assert!(report["requests"].as_u64().unwrap() > 50, "{report}");
@@ -79,8 +71,8 @@ fn load_then_audit_passes_and_the_report_is_json() {
     );
 
     let audit = client(&["audit", "--database-url", &server.url]);
-    assert!(audit.status.success(), "{}", text(&audit));
-    assert!(text(&audit).contains("audit passed"));
+    assert!(audit.status.success(), "{}", output_text(&audit));
+    assert!(output_text(&audit).contains("audit passed"));
 }
 
 #[test]
@@ -101,7 +93,7 @@ fn load_queries_and_cancels_in_the_share_asked() {
             percent,
             "--json",
         ]);
-        assert!(output.status.success(), "{}", text(&output));
+        assert!(output.status.success(), "{}", output_text(&output));
         let report: serde_json::Value =
             serde_json::from_slice(&output.stdout).expect("one JSON object");
         assert_eq!(report["queries_percent"].as_u64(), percent.parse().ok());
@@ -131,7 +123,7 @@ fn load_shows_its_setup_and_reports_orders_per_second() {
         "--symbols",
         "20",
     ]);
-    assert!(output.status.success(), "{}", text(&output));
+    assert!(output.status.success(), "{}", output_text(&output));
     let (stdout, stderr) = (
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr),
@@ -178,7 +170,7 @@ fn ctrl_c_stops_load_and_reports_what_was_done() {
         "load took {:?} to stop",
         interrupted.elapsed()
     );
-    assert_eq!(output.status.code(), Some(130), "{}", text(&output));
+    assert_eq!(output.status.code(), Some(130), "{}", output_text(&output));
     let report: serde_json::Value =
         serde_json::from_slice(&output.stdout).expect("one JSON object");
     assert_eq!(
@@ -213,7 +205,7 @@ fn two_loads_started_together_do_not_collide() {
     let (first, second) = (start(), start());
     for load in [first, second] {
         let output = load.wait_with_output().expect("wait for load");
-        assert!(output.status.success(), "{}", text(&output));
+        assert!(output.status.success(), "{}", output_text(&output));
     }
     assert_eq!(count(&server.url, "SELECT count(*) FROM accounts"), 200);
 }
@@ -231,20 +223,20 @@ fn audit_fails_when_a_balance_was_changed_by_hand() {
     db.batch_execute("UPDATE accounts SET balance = balance + 0.01 WHERE id = '2'")
         .unwrap();
     let audit = client(&["audit", "--database-url", &url]);
-    assert!(!audit.status.success(), "{}", text(&audit));
+    assert!(!audit.status.success(), "{}", output_text(&audit));
     assert!(
-        text(&audit).contains("DISCREPANCY cash"),
+        output_text(&audit).contains("DISCREPANCY cash"),
         "{}",
-        text(&audit)
+        output_text(&audit)
     );
 
     db.batch_execute("UPDATE accounts SET balance = balance - 0.01 WHERE id = '2'; UPDATE positions SET shares = shares - 1 WHERE account_id = '2'").unwrap();
     let audit = client(&["audit", "--database-url", &url]);
     assert!(!audit.status.success());
     assert!(
-        text(&audit).contains("DISCREPANCY shares of X"),
+        output_text(&audit).contains("DISCREPANCY shares of X"),
         "{}",
-        text(&audit)
+        output_text(&audit)
     );
 }
 
@@ -253,8 +245,8 @@ fn flip_with_twenty_users_flips_every_holding() {
     let server = Server::start(&fresh_database("client_flip"), 2, &[]);
     let port = server.addr.port().to_string();
     let output = client(&["flip", "--port", &port, "--users", "20"]);
-    assert!(output.status.success(), "{}", text(&output));
-    assert!(text(&output).contains("every holding flipped exactly"));
+    assert!(output.status.success(), "{}", output_text(&output));
+    assert!(output_text(&output).contains("every holding flipped exactly"));
     assert!(client(&["audit", "--database-url", &server.url])
         .status
         .success());

@@ -434,10 +434,7 @@ struct SecondCluster {
 impl SecondCluster {
     fn start() -> SecondCluster {
         let data = common::postgres_scratch_dir("second-pg");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = common::free_port();
         let cluster = SecondCluster { data, port };
         let initdb = pg_tool("initdb")
             .arg("-D")
@@ -483,7 +480,7 @@ fn a_flush_on_another_server_vouches_for_nothing() {
     let _cluster = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
     let url = fresh_database("fault_pg_split");
     let name = url.rsplit('/').next().expect("a database name").to_string();
-    let first = port_of(&url);
+    let first = common::port_of(&url);
     let second = SecondCluster::start();
     let second_url = format!("postgres://postgres@127.0.0.1:{}/postgres", second.port);
     sql(&second_url)
@@ -587,12 +584,4 @@ fn a_flush_on_another_server_vouches_for_nothing() {
         "acknowledged orders lost: vouched for by a flush on the other server"
     );
     audit_holds(&url);
-}
-
-/// The port of a postgres:// URL.
-fn port_of(url: &str) -> u16 {
-    url.rsplit_once(':')
-        .and_then(|(_, rest)| rest.split('/').next())
-        .and_then(|port| port.parse().ok())
-        .expect("a port in the URL")
 }

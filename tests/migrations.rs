@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{admin_url, audit_holds, count, fresh_database, server_bin, sql, Server};
+use common::{admin_url, audit_holds, count, fresh_database, output_text, server_bin, sql, Server};
 use std::process::{Command, Output};
 
 /// A database with nothing in it, not even the schema.
@@ -31,14 +31,6 @@ fn migrate(url: &str) -> Output {
         .expect("run exchange-server migrate")
 }
 
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
 /// Starts a server on `url` and expects it to refuse; returns its one line.
 fn refusal(url: &str) -> String {
     let output = Command::new(server_bin())
@@ -48,7 +40,7 @@ fn refusal(url: &str) -> String {
     assert!(
         !output.status.success(),
         "the server started: {}",
-        text(&output)
+        output_text(&output)
     );
     let log = String::from_utf8_lossy(&output.stderr).to_string();
     assert_eq!(log.lines().count(), 1, "one line: {log}");
@@ -83,8 +75,11 @@ fn brings_to_the_current_schema(fixture: &str) {
     assert!(refusal(&url).contains("before migrations: run `exchange-server migrate`"));
 
     let output = migrate(&url);
-    assert!(output.status.success(), "{}", text(&output));
-    assert_eq!(text(&output).trim(), "schema at version 2: applied 1, 2");
+    assert!(output.status.success(), "{}", output_text(&output));
+    assert_eq!(
+        output_text(&output).trim(),
+        "schema at version 2: applied 1, 2"
+    );
 
     // What earlier versions had and this one has not.
     let table_checks = count(
@@ -177,7 +172,7 @@ fn a_server_refuses_a_database_at_another_version() {
     assert!(
         !output.status.success(),
         "migrate went back: {}",
-        text(&output)
+        output_text(&output)
     );
 }
 

@@ -32,14 +32,8 @@ impl Pooler {
             "{PGBOUNCER} is missing: install pgbouncer (scripts/test does)"
         );
         let dir = common::postgres_scratch_dir(&format!("pgbouncer-{name}"));
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let database_port = admin_url()
-            .rsplit_once(':')
-            .and_then(|(_, rest)| rest.split('/').next().map(str::to_string))
-            .expect("the test cluster's port");
+        let port = common::free_port();
+        let database_port = common::port_of(&admin_url()).to_string();
         let auth_file = dir.join("users.txt");
         let users: String = users.iter().map(|u| format!("\"{u}\" \"\"\n")).collect();
         std::fs::write(&auth_file, users).expect("users.txt");

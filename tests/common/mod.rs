@@ -198,6 +198,32 @@ pub struct Server {
     log: Option<std::path::PathBuf>,
 }
 
+/// A command's standard output, then its standard error, as text: what a failing
+/// assertion shows.
+pub fn output_text(output: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// The port of a postgres:// URL.
+pub fn port_of(url: &str) -> u16 {
+    url.rsplit_once(':')
+        .and_then(|(_, rest)| rest.split('/').next())
+        .and_then(|port| port.parse().ok())
+        .expect("a port in the URL")
+}
+
+/// A TCP port on 127.0.0.1 that nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
 /// A fresh folder for a PostgreSQL cluster or a pooler that a test runs as the postgres
 /// user (when the tests run as root), named `name`: under the system's temporary
 /// folder, which that user can reach, unlike a repository under /root, say.
