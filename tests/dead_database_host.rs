@@ -1,6 +1,6 @@
 //! A database host that dies without a word must not hang the server. Two hosts made
-//! of network namespaces (the server's and the database's, joined by a veth pair, with
-//! addresses only inside them): under load, the database host's link goes down and its
+//! of network namespaces (the server's and the database's, see common/netns.rs): under
+//! load, the database host's link goes down and its
 //! PostgreSQL is SIGKILLed, so no reset ever reaches the server. Every request must
 //! still be answered, with an error, within a bound; once the host is back, service
 //! must resume without restarting the server; and no acknowledged order may be lost.
@@ -9,6 +9,7 @@
 
 mod common;
 
+use common::netns::{is_root, run, Host, Network};
 use common::{audit_holds, count, Load, Outcome, Server};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -22,111 +23,6 @@ const ANSWER_WITHIN: Duration = Duration::from_secs(15);
 /// How soon after the host is back the server must serve again.
 const RESUME_WITHIN: Duration = Duration::from_secs(20);
 
-fn run(program: &str, args: &[&str]) {
-    // From /: the postgres user may not enter the repository (under /root, say).
-    let output = Command::new(program)
-        .args(args)
-        .current_dir("/")
-        .output()
-        .unwrap_or_else(|e| panic!("{program}: {e}"));
-    assert!(
-        output.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-/// Two namespaces joined by a veth pair: `app` at .1 and `db` at .2 of a /24 of their
-/// own. Deleted, with the pair, when dropped.
-struct Hosts {
-    app: String,
-    db: String,
-    db_link: String,
-    app_address: String,
-    db_address: String,
-}
-
-impl Hosts {
-    fn new() -> Hosts {
-        let id = std::process::id();
-        let subnet = format!("10.213.{}", id % 250);
-        let hosts = Hosts {
-            app: format!("exapp{id}"),
-            db: format!("exdb{id}"),
-            db_link: format!("vdb{id}"),
-            app_address: format!("{subnet}.1"),
-            db_address: format!("{subnet}.2"),
-        };
-        let app_link = format!("vapp{id}");
-        run("ip", &["netns", "add", &hosts.app]);
-        run("ip", &["netns", "add", &hosts.db]);
-        run(
-            "ip",
-            &[
-                "link",
-                "add",
-                &app_link,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                &hosts.db_link,
-            ],
-        );
-        for (link, ns, address) in [
-            (&app_link, &hosts.app, &hosts.app_address),
-            (&hosts.db_link, &hosts.db, &hosts.db_address),
-        ] {
-            run("ip", &["link", "set", link, "netns", ns]);
-            run(
-                "ip",
-                &[
-                    "-n",
-                    ns,
-                    "addr",
-                    "add",
-                    &format!("{address}/24"),
-                    "dev",
-                    link,
-                ],
-            );
-            run("ip", &["-n", ns, "link", "set", link, "up"]);
-            run("ip", &["-n", ns, "link", "set", "lo", "up"]);
-        }
-        hosts
-    }
-
-    /// Runs `body` on a thread inside the app host's network namespace; processes it
-    /// starts (the server) and threads it spawns (the clients) are inside too.
-    fn in_app<T: Send>(&self, body: impl FnOnce() -> T + Send) -> T {
-        let path = format!("/run/netns/{}", self.app);
-        std::thread::scope(|scope| {
-            scope
-                .spawn(|| {
-                    let ns = std::fs::File::open(&path).expect("the app namespace");
-                    nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET)
-                        .expect("enter the app namespace");
-                    body()
-                })
-                .join()
-                .expect("the test body")
-        })
-    }
-
-    fn set_db_link(&self, state: &str) {
-        run("ip", &["-n", &self.db, "link", "set", &self.db_link, state]);
-    }
-}
-
-impl Drop for Hosts {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.db]).status();
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.app])
-            .status();
-    }
-}
-
 /// A PostgreSQL cluster of its own, listening only on the db host's address, with the
 /// distribution's default durability.
 struct Database {
@@ -136,12 +32,12 @@ struct Database {
 }
 
 impl Database {
-    fn create(hosts: &Hosts) -> Database {
+    fn create(db: &Host, app: &Host) -> Database {
         let data = common::postgres_scratch_dir("dead-host-pg");
         let database = Database {
             data,
-            namespace: hosts.db.clone(),
-            address: hosts.db_address.clone(),
+            namespace: db.namespace.clone(),
+            address: db.address.clone(),
         };
         database.pg(
             &["initdb", "-A", "trust", "-U", "postgres", "--no-locale"],
@@ -149,7 +45,7 @@ impl Database {
         );
         let hba = database.data.join("pg_hba.conf");
         let mut rules = std::fs::read_to_string(&hba).expect("pg_hba.conf");
-        rules.push_str(&format!("host all all {}/24 trust\n", hosts.app_address));
+        rules.push_str(&format!("host all all {}/32 trust\n", app.address));
         std::fs::write(&hba, rules).expect("pg_hba.conf");
         database.start();
         database
@@ -221,27 +117,24 @@ impl Drop for Database {
     }
 }
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
 #[test]
 fn a_database_host_that_dies_silently_gets_answers_not_hangs_and_service_resumes() {
     if !is_root() {
         eprintln!("skipped: network namespaces need root (CI runs as root)");
         return;
     }
-    let hosts = Hosts::new();
-    let database = Database::create(&hosts);
+    let network = Network::new();
+    let app = network.host("app", 1);
+    let db = network.host("db", 2);
+    let database = Database::create(&db, &app);
     let url = database.url();
-    hosts.in_app(|| {
+    app.enter(|| {
         exchange::migrations::migrate(&mut common::sql(&url)).expect("the schema");
         let server = Server::start(&url, 2, &[]);
         let load = Load::start(&server, 6, "DEAD");
         std::thread::sleep(Duration::from_secs(2));
 
-        hosts.set_db_link("down");
+        db.set_link(false);
         database.kill();
         let died = Instant::now();
         // A request sent while the host is dead: answered, with an error, in time.
@@ -260,7 +153,7 @@ fn a_database_host_that_dies_silently_gets_answers_not_hangs_and_service_resumes
         assert!(answer.contains("<error"), "{answer}");
         std::thread::sleep(DEAD_FOR.saturating_sub(died.elapsed()));
 
-        hosts.set_db_link("up");
+        db.set_link(true);
         database.start();
         let back = Instant::now();
         let resumed = loop {

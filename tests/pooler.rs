@@ -6,17 +6,13 @@
 
 mod common;
 
+use common::netns::is_root;
 use common::{admin_url, sql, Server};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const PGBOUNCER: &str = "/usr/sbin/pgbouncer";
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
 
 /// A PgBouncer of the test's own on a free port, in front of the test cluster, with
 /// the roles in `users` allowed; stopped when dropped.

@@ -6,6 +6,8 @@
 
 #![allow(dead_code)]
 
+pub mod netns;
+
 use exchange::protocol::render;
 use exchange::protocol::reply::read_reply;
 use exchange::protocol::tree::Element;
