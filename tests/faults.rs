@@ -1,4 +1,5 @@
-//! Faults under load: a worker killed with SIGKILL, and SIGTERM while clients trade.
+//! Faults under load: a worker killed with SIGKILL, SIGTERM while clients trade, and
+//! SIGHUP, which must not kill anything.
 
 mod common;
 
@@ -90,6 +91,33 @@ fn sigterm_under_load_answers_requests_in_flight_then_exits_zero() {
     eprintln!(
         "{} requests; {refused} refused or reset after SIGTERM; stopped in {stopped_after:?}",
         outcomes.len()
+    );
+    audit_holds(&server.url);
+}
+
+#[test]
+fn sighup_to_the_server_or_a_worker_is_logged_and_changes_nothing() {
+    let server = Server::start_under(&[], &fresh_database("fault_hup"), 2, &[]);
+    let workers = server.workers();
+    let load = Load::start(&server, 4, "H");
+    std::thread::sleep(Duration::from_millis(300));
+    for pid in [server.pid(), workers[0]] {
+        kill(Pid::from_raw(pid), nix::sys::signal::Signal::SIGHUP).expect("send SIGHUP");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let outcomes = load.finish();
+    assert_eq!(server.workers(), workers, "a worker died or was replaced");
+    let failed: Vec<_> = outcomes.iter().filter(|(_, o)| !answered(o)).collect();
+    assert!(failed.is_empty(), "{failed:?}");
+    assert!(
+        server.send("<create/>").is_empty(),
+        "the server still answers"
+    );
+    let log = server.log_text();
+    assert_eq!(
+        log.matches("SIGHUP ignored").count(),
+        1,
+        "the supervisor says once what SIGHUP does; the log: {log}"
     );
     audit_holds(&server.url);
 }

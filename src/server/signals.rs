@@ -4,13 +4,21 @@ use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal
 use std::sync::atomic::{AtomicBool, Ordering};
 
 static STOP: AtomicBool = AtomicBool::new(false);
+static HANGUP: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn request_stop(_: libc::c_int) {
     STOP.store(true, Ordering::SeqCst);
 }
 
+extern "C" fn note_hangup(_: libc::c_int) {
+    HANGUP.store(true, Ordering::SeqCst);
+}
+
 /// SIGTERM and SIGINT ask for a graceful stop. No SA_RESTART: a blocking call is
-/// interrupted so the loop sees the flag at once.
+/// interrupted so the loop sees the flag at once. SIGHUP, which would otherwise kill
+/// the process (a closed terminal, or an operator expecting a reload), is only noted:
+/// the server reads its settings once and logs to standard error, so there is nothing
+/// to reload or reopen, and the supervisor says so.
 pub fn install_stop_handlers() -> nix::Result<()> {
     let action = SigAction::new(
         SigHandler::Handler(request_stop),
@@ -21,6 +29,13 @@ pub fn install_stop_handlers() -> nix::Result<()> {
         // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
         unsafe { sigaction(signal, &action)? };
     }
+    let hangup = SigAction::new(
+        SigHandler::Handler(note_hangup),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    // SAFETY: as above, the handler only stores to an atomic.
+    unsafe { sigaction(Signal::SIGHUP, &hangup)? };
     // A client that disconnects mid-response must not kill the process.
     let ignore = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
     // SAFETY: ignoring a signal installs no code.
@@ -35,4 +50,9 @@ pub fn stop_this_process() {
 
 pub fn stop_requested() -> bool {
     STOP.load(Ordering::SeqCst)
+}
+
+/// Whether SIGHUP arrived since the last call.
+pub fn hangup_received() -> bool {
+    HANGUP.swap(false, Ordering::SeqCst)
 }

@@ -97,6 +97,12 @@ pub fn run(settings: Settings) -> ExitCode {
     ));
 
     while !signals::stop_requested() {
+        if signals::hangup_received() {
+            log(format_args!(
+                "SIGHUP ignored: settings are read only at start, and the log is standard \
+                 error; restart to change settings (SIGTERM stops gracefully)"
+            ));
+        }
         reap(&mut slots);
         for (index, slot) in slots.iter_mut().enumerate() {
             if slot.pid.is_none() && Instant::now() >= slot.start_after {

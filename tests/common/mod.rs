@@ -346,6 +346,14 @@ impl Server {
         self.child.id() as i32
     }
 
+    /// What the server has logged so far (when its log goes to a file of the test's).
+    pub fn log_text(&self) -> String {
+        self.log
+            .as_ref()
+            .map(|log| std::fs::read_to_string(log).unwrap_or_default())
+            .unwrap_or_default()
+    }
+
     /// Sends raw bytes on a new connection and reads the answer until the server closes.
     pub fn send_bytes(&self, bytes: &[u8]) -> std::io::Result<String> {
         let mut stream = TcpStream::connect(self.addr)?;
