@@ -1,6 +1,7 @@
 //! `exchange-client load`: C connections' worth of threads drive a mixed workload for a
 //! duration or a number of requests, with a live progress bar, then report.
 
+use crate::backoff::Backoff;
 use crate::interrupt;
 use crate::report::{error_kind, Summary, Tally};
 use crate::workload::{Generator, Op, Universe};
@@ -91,12 +92,13 @@ pub fn run(args: &LoadArgs) -> Result<ExitCode, String> {
             std::thread::spawn(move || {
                 let mut generator = Generator::new(rng, queries_percent);
                 let mut tally = Tally::new();
+                let mut backoff = Backoff::default();
                 while !stop.load(Ordering::Relaxed) {
                     let n = sent.fetch_add(1, Ordering::Relaxed);
                     if limit.is_some_and(|limit| n >= limit) {
                         break;
                     }
-                    one_request(
+                    let delivered = one_request(
                         addr,
                         timeout,
                         &universe,
@@ -104,6 +106,11 @@ pub fn run(args: &LoadArgs) -> Result<ExitCode, String> {
                         operations,
                         &mut tally,
                     );
+                    if delivered {
+                        backoff.succeeded();
+                    } else {
+                        sleep_unless_stopped(backoff.failed(), &stop);
+                    }
                 }
                 tally
             })
@@ -220,6 +227,20 @@ fn progress_bar(args: &LoadArgs, length: u64, template: &str) -> ProgressBar {
 }
 
 /// Sends one request and tallies what came back.
+/// Sleeps for `wait`, or less if the run stops meanwhile.
+fn sleep_unless_stopped(wait: Duration, stop: &AtomicBool) {
+    let until = Instant::now() + wait;
+    while !stop.load(Ordering::Relaxed) {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        std::thread::sleep(left.min(Duration::from_millis(20)));
+    }
+}
+
+/// Sends one request and tallies what came back; false if it failed in transport
+/// (the caller then backs off).
 fn one_request(
     addr: std::net::SocketAddr,
     timeout: Duration,
@@ -227,7 +248,7 @@ fn one_request(
     generator: &mut Generator,
     operations: usize,
     tally: &mut Tally,
-) {
+) -> bool {
     let (account, xml, ops) = generator.next_request(universe, operations);
     let sent_at = Instant::now();
     let answer = match round_trip(addr, xml.as_bytes(), timeout) {
@@ -237,7 +258,7 @@ fn one_request(
                 .transport_failures
                 .entry(format!("{:?}", e.kind()))
                 .or_default() += 1;
-            return;
+            return false;
         }
     };
     tally.record_latency(sent_at.elapsed());
@@ -248,7 +269,7 @@ fn one_request(
                 .transport_failures
                 .entry("unreadable answer".into())
                 .or_default() += 1;
-            return;
+            return false;
         }
     };
     tally.requests += 1;
@@ -265,6 +286,7 @@ fn one_request(
             _ => {}
         }
     }
+    true
 }
 
 /// Shows a progress bar on a terminal while the run lasts; stops the run when time is

@@ -1,6 +1,7 @@
 //! `exchange-client`: poke a server by hand (`send`), load it (`load`), run the flip
 //! scenario (`flip`), audit a database (`audit`), and chart scaling results (`plot`).
 
+mod backoff;
 mod flip;
 mod interrupt;
 mod load;

@@ -1,6 +1,6 @@
 //! The `exchange-client` binary against the real server: send, load then audit, the
-//! load's share of queries, a tampered database failing the audit, and the flip
-//! scenario.
+//! load's share of queries, a load that outlives its server, a tampered database
+//! failing the audit, and the flip scenario.
 
 mod common;
 
@@ -73,6 +73,32 @@ fn load_then_audit_passes_and_the_report_is_json() {
     let audit = client(&["audit", "--database-url", &server.url]);
     assert!(audit.status.success(), "{}", output_text(&audit));
     assert!(output_text(&audit).contains("audit passed"));
+}
+
+#[test]
+fn a_load_whose_server_stops_backs_off_instead_of_hammering() {
+    let mut server = Server::start(&fresh_database("client_backoff"), 2, &[]);
+    let port = server.addr.port().to_string();
+    let load = Command::new(env!("CARGO_BIN_EXE_exchange-client"))
+        .args(["load", "--port", &port, "--duration", "4"])
+        .args(["--connections", "4", "--accounts", "8", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run exchange-client");
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert!(server.stop().success());
+    let output = load.wait_with_output().expect("the load's report");
+    let report: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("one JSON object");
+    // About 2 s against a closed port: 4 threads, each waiting 10, 20, 40 ms and so
+    // on up to 1 s between attempts, make a few dozen; without a pause, tens of
+    // thousands.
+    let failures = report["transport_failures"].as_u64().expect("a count");
+    assert!(
+        (1..=100).contains(&failures),
+        "{failures} failed attempts: {report}"
+    );
+    assert_eq!(output.status.code(), Some(2), "transport failures exit 2");
 }
 
 #[test]
