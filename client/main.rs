@@ -70,7 +70,7 @@ enum Command {
     /// Check conservation of cash and shares in one consistent snapshot.
     Audit {
         /// PostgreSQL URL of the exchange's database.
-        #[arg(long, env = "DATABASE_URL")]
+        #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
         database_url: String,
     },
     /// Draw the scaling charts (PNG and SVG) from the CSV written by scripts/scale.
@@ -117,8 +117,13 @@ fn send(target: &Target, files: &[std::path::PathBuf]) -> Result<ExitCode, Strin
 }
 
 fn audit(database_url: &str) -> Result<ExitCode, String> {
-    let mut client = postgres::Client::connect(database_url, postgres::NoTls)
-        .map_err(|e| format!("cannot connect to the database: {e}"))?;
+    let mut client = exchange::store::parse_url(database_url)
+        .map_err(|e| e.to_string())
+        .and_then(|config| {
+            config
+                .connect(postgres::NoTls)
+                .map_err(|e| format!("cannot connect to the database: {e}"))
+        })?;
     let report =
         exchange::audit::audit(&mut client).map_err(|e| format!("audit query failed: {e}"))?;
     println!(

@@ -12,6 +12,7 @@ pub mod framing;
 pub mod migrations;
 pub mod model;
 pub mod number;
+pub mod passfile;
 pub mod protocol;
 pub mod rejection;
 pub mod server;

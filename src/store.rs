@@ -137,8 +137,7 @@ const KEEPALIVES_IDLE_UNSET: Duration = Duration::from_secs(2 * 60 * 60);
 /// (a value of 0 reads as unset, as rust-postgres reads it), and its own `options` go
 /// before ours.
 pub fn config(url: &str, timeouts: DatabaseTimeouts) -> Result<postgres::Config, StoreError> {
-    let mut config = postgres::Config::from_str(url)
-        .map_err(|e| StoreError::Failed(format!("bad database URL: {e}")))?;
+    let mut config = parse_url(url)?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(Duration::from_millis(timeouts.connect_ms));
     }
@@ -172,6 +171,27 @@ pub fn config(url: &str, timeouts: DatabaseTimeouts) -> Result<postgres::Config,
         "{theirs}-c enable_seqscan=off -c plan_cache_mode=force_generic_plan -c statement_timeout={} -c idle_in_transaction_session_timeout={}",
         timeouts.statement_ms, timeouts.idle_in_transaction_ms
     ));
+    Ok(config)
+}
+
+/// Parses a connection URL (either form libpq takes) and, when it names no password,
+/// takes one as libpq would (`passfile`): for the server, and for tools such as the
+/// audit that connect with their own settings.
+pub fn parse_url(url: &str) -> Result<postgres::Config, StoreError> {
+    let mut config = postgres::Config::from_str(url)
+        .map_err(|e| StoreError::Failed(format!("bad database URL: {e}")))?;
+    if config.get_password().is_none() {
+        let user = config.get_user().unwrap_or_default();
+        let lookup = crate::passfile::Lookup {
+            hosts: crate::passfile::hosts_of(&config),
+            database: config.get_dbname().unwrap_or(user),
+            user,
+        };
+        let found = crate::passfile::find(&lookup).map_err(StoreError::Failed)?;
+        if let Some(password) = found {
+            config.password(password);
+        }
+    }
     Ok(config)
 }
 

@@ -54,6 +54,8 @@ pub struct Settings {
     #[arg(
         long,
         env = "DATABASE_URL",
+        // Its value may hold a password: --help names the variable, never its value.
+        hide_env_values = true,
         global = true,
         default_value = "postgres://postgres@localhost:5432/exchange"
     )]
