@@ -9,6 +9,7 @@
 pub mod audit;
 pub mod exchange;
 pub mod framing;
+pub mod metrics;
 pub mod migrations;
 pub mod model;
 pub mod number;

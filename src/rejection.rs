@@ -17,6 +17,44 @@ pub fn is_service_failure(text: &str) -> bool {
     text.starts_with(NOT_EXECUTED) || text.starts_with(OUTCOME_UNKNOWN)
 }
 
+/// Every reason an operation's `<error>` gives, as a short label that stays the same
+/// across releases (the metrics count rejections by it), with the start of the
+/// sentence that gives it, in the order to try them. The last, "other", is never
+/// expected: a test checks that every rejection has a label of its own.
+pub const REASONS: [(&str, &str); 23] = [
+    ("account_id_invalid", "account id must"),
+    ("account_already_exists", "account already exists"),
+    ("account_does_not_exist", "account does not exist"),
+    ("balance_invalid", "balance "),
+    ("symbol_invalid", "symbol must"),
+    ("symbol_needs_accounts", "symbol needs"),
+    ("shares_not_positive", "share count must be greater"),
+    ("shares_invalid", "share count "),
+    ("amount_is_zero", "amount must not be zero"),
+    ("amount_invalid", "amount "),
+    ("limit_not_positive", "limit must be greater"),
+    ("limit_invalid", "limit "),
+    ("insufficient_funds", "insufficient funds"),
+    ("insufficient_shares", "insufficient shares"),
+    ("order_id_invalid", "order id must"),
+    ("order_unknown", "no such order"),
+    ("order_has_nothing_open", "order has nothing open"),
+    ("unknown_element", "unknown element"),
+    ("missing_attribute", "missing attribute"),
+    ("answer_too_large", "answer too large"),
+    ("not_executed", NOT_EXECUTED),
+    ("outcome_unknown", OUTCOME_UNKNOWN),
+    ("other", ""),
+];
+
+/// The index in [`REASONS`] of the reason an `<error>`'s text gives.
+pub fn reason_index(text: &str) -> usize {
+    REASONS
+        .iter()
+        .position(|(_, start)| text.starts_with(start))
+        .unwrap_or(REASONS.len() - 1)
+}
+
 /// Why one operation was not carried out. Rendered as the text of an `<error>`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Rejection {
@@ -132,6 +170,10 @@ mod tests {
             MissingAttribute("id"),
             AnswerTooLarge(1),
         ];
+        for failure in failures.iter().chain(&rejections) {
+            let label = REASONS[reason_index(&failure.to_string())].0;
+            assert_ne!(label, "other", "{failure:?} has no reason label");
+        }
         for failure in failures {
             assert!(is_service_failure(&failure.to_string()), "{failure:?}");
         }

@@ -86,6 +86,7 @@ impl std::error::Error for StoreError {}
 
 impl From<postgres::Error> for StoreError {
     fn from(e: postgres::Error) -> Self {
+        crate::metrics::count_database_error(e.code().map(|code| code.code()));
         let why = match (e.as_db_error(), std::error::Error::source(&e)) {
             (Some(db), _) => format!("{} ({})", db.message(), db.code().code()),
             (None, Some(cause)) => format!("{e}: {cause}"),
@@ -498,6 +499,9 @@ impl Session {
             system_identifier: row.try_get(0)?,
             started_us: row.try_get(1)?,
         };
+        crate::metrics::worker()
+            .sessions_opened
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(Session {
             client,
             statements,
@@ -526,6 +530,9 @@ impl Session {
             match operation(&mut self.client, &self.statements) {
                 Ok(value) => return Ok(value),
                 Err(e) if attempt < ATTEMPTS_MAX && is_transient(&e) => {
+                    crate::metrics::worker()
+                        .retries
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     // Back off a little, differently per attempt, so the rivals part ways.
                     std::thread::sleep(Duration::from_micros(200 * u64::from(attempt * attempt)));
                     attempt += 1;

@@ -18,6 +18,7 @@
 //! session itself.
 
 use crate::exchange;
+use crate::metrics;
 use crate::protocol;
 use crate::server::courier::Courier;
 use crate::server::log;
@@ -75,18 +76,26 @@ impl Flusher {
             // Whatever gathered while the last flush was under way shares this one.
             batch.push(first);
             batch.extend(awaiting.try_iter());
+            metrics::observe_flush_batch(batch.len());
+            let waited = Instant::now();
             let flushed = self.flush();
+            metrics::observe_durability(waited.elapsed());
             for answer in batch.drain(..) {
                 let vouched = flushed.is_some_and(|(opened, server)| {
                     opened <= answer.began && server == answer.server
                 });
                 if vouched {
+                    let began = answer.began;
                     self.courier.deliver(answer.stream, answer.bytes);
+                    metrics::observe_request(began.elapsed());
                 } else if let Err(returned) = answer.owner.clone().send(answer) {
                     // The handler has gone: it waits for its answers before it exits, so
                     // only a handler that died ends here, and nobody can vouch.
                     let answer = returned.into_inner();
                     let bytes = protocol::render(&exchange::not_durable(&SESSION_GONE));
+                    metrics::worker()
+                        .answers_not_durable
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     self.courier.deliver(answer.stream, bytes);
                 }
             }

@@ -6,7 +6,9 @@
 //! as long as it works, and replaces it from the pool only when it breaks.
 
 use crate::exchange::{self, Executed, Sessions};
-use crate::protocol::{self, ParseLimits, Response};
+use crate::metrics::{self, OperationOutcome, RequestKind};
+use crate::protocol::{self, Outcome, ParseLimits, Request, Response};
+use crate::rejection::is_service_failure;
 use crate::server::abandoned::abandoned;
 use crate::server::courier::Courier;
 use crate::server::flusher::{Awaiting, SESSION_GONE};
@@ -16,6 +18,7 @@ use crate::server::log;
 use crate::store::{Manager, ServerId, Session, StoreError};
 use crossbeam_channel::{Receiver, Sender};
 use r2d2::Pool;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 /// The bounds a handler executes requests under.
@@ -109,12 +112,16 @@ impl Handler {
         courier: &Courier,
     ) {
         let began = Instant::now();
-        let executed = self.execute(&job.document);
+        let (executed, kind) = self.execute(&job.document);
+        metrics::observe_database(began.elapsed());
         match executed {
             Executed::Ready(response) => {
+                count(kind, &response);
                 courier.deliver(job.stream, protocol::render(&response));
+                metrics::observe_request(began.elapsed());
             }
             Executed::AwaitsDurability(response) => {
+                count(kind, &response);
                 let bytes = protocol::render(&response);
                 let Some(server) = self.server else {
                     // Unreachable: the database answered, so a session was opened.
@@ -140,35 +147,83 @@ impl Handler {
     /// Waits for the WAL on this thread's session, if it is still the one that made the
     /// answer's commits, then sends the answer.
     fn vouch(&mut self, answer: Awaiting, courier: &Courier) {
+        let waited = Instant::now();
         let durable = if answer.session == self.sessions_opened {
             exchange::make_durable(self).map_err(|e| e.to_string())
         } else {
             Err(SESSION_GONE.to_string())
         };
+        metrics::observe_durability(waited.elapsed());
         let bytes = match durable {
             Ok(()) => answer.bytes,
-            Err(why) => protocol::render(&exchange::not_durable(&why)),
+            Err(why) => {
+                metrics::worker()
+                    .answers_not_durable
+                    .fetch_add(1, Ordering::Relaxed);
+                protocol::render(&exchange::not_durable(&why))
+            }
         };
         courier.deliver(answer.stream, bytes);
+        metrics::observe_request(answer.began.elapsed());
     }
 
     /// Parses and executes one request, leaving its durability to the caller.
-    fn execute(&mut self, document: &[u8]) -> Executed {
+    fn execute(&mut self, document: &[u8]) -> (Executed, RequestKind) {
         let HandlerLimits {
             parse,
             response_bytes_max,
         } = self.limits;
         match protocol::parse(document, parse) {
-            Ok(request) => exchange::execute(&request, self, response_bytes_max),
-            Err(why) => Executed::Ready(Response::Rejected(why.0)),
+            Ok(request) => {
+                let kind = match request {
+                    Request::Create(_) => RequestKind::Create,
+                    Request::Transactions { .. } => RequestKind::Transactions,
+                };
+                (exchange::execute(&request, self, response_bytes_max), kind)
+            }
+            Err(why) => (
+                Executed::Ready(Response::Rejected(why.0)),
+                RequestKind::Malformed,
+            ),
         }
     }
 
     /// Parses and executes one request, durably, on this thread's own session.
     pub fn answer(&mut self, document: &[u8]) -> Response {
-        let executed = self.execute(document);
+        let (executed, _) = self.execute(document);
         exchange::settle(executed, self)
     }
+}
+
+/// Counts a request and each of its operations by what its answer says.
+fn count(kind: RequestKind, response: &Response) {
+    let service_failure = match response {
+        Response::Rejected(why) => is_service_failure(why),
+        Response::Results(outcomes) => {
+            let mut failed = false;
+            for outcome in outcomes {
+                let counted = match outcome {
+                    Outcome::AccountCreated { .. } => OperationOutcome::AccountCreated,
+                    Outcome::PositionCreated { .. } => OperationOutcome::PositionCreated,
+                    Outcome::Opened { .. } => OperationOutcome::Opened,
+                    Outcome::Status { .. } => OperationOutcome::Queried,
+                    Outcome::Canceled { .. } => OperationOutcome::Canceled,
+                    Outcome::Error { message, .. } => {
+                        metrics::count_rejection(message);
+                        if is_service_failure(message) {
+                            failed = true;
+                            OperationOutcome::ServiceFailure
+                        } else {
+                            OperationOutcome::Rejected
+                        }
+                    }
+                };
+                metrics::count_operation(counted);
+            }
+            failed
+        }
+    };
+    metrics::count_request(kind, service_failure);
 }
 
 /// A handler at work: what it needs to pass answers on, for its intake's loop.

@@ -15,6 +15,7 @@
 //! client that trickles or stalls cannot keep its place against newcomers.
 
 use crate::framing::{Frame, Framer};
+use crate::metrics::{self, ConnectionEnd};
 use crate::protocol::{render, Response};
 use crate::server::abandoned::too_late;
 use crate::server::courier::close_politely;
@@ -25,7 +26,7 @@ use std::collections::VecDeque;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -108,25 +109,11 @@ struct Table {
     orphaned: bool,
 }
 
-/// Counts of connections the intake ended before their request ran.
-#[derive(Default)]
-pub struct IntakeCounters {
-    /// Evicted for room (connections or bytes).
-    pub evicted: AtomicU64,
-    /// Not complete within the request timeout.
-    pub expired: AtomicU64,
-    /// Complete, but dropped unexecuted: too late, or the client was gone.
-    pub abandoned: AtomicU64,
-    /// Accepts that found no descriptor free.
-    pub out_of_descriptors: AtomicU64,
-}
-
 pub struct Intake {
     epoll: Epoll,
     limits: IntakeLimits,
     table: Mutex<Table>,
     parent: nix::unistd::Pid,
-    pub counters: IntakeCounters,
     reported: Mutex<(Instant, [u64; 3])>,
 }
 
@@ -154,7 +141,6 @@ impl Intake {
                 orphaned: false,
             }),
             parent: nix::unistd::getppid(),
-            counters: IntakeCounters::default(),
             reported: Mutex::new((now, [0; 3])),
         })
     }
@@ -166,7 +152,7 @@ impl Intake {
     /// Answers a complete request that will not be executed (it came too late, or its
     /// client is gone), and counts it.
     pub fn drop_abandoned(&self, job: Job, why: String) {
-        self.counters.abandoned.fetch_add(1, Ordering::Relaxed);
+        metrics::count_connection_end(ConnectionEnd::Abandoned);
         answer_and_close(&job.stream, &Response::Rejected(why));
     }
 
@@ -179,6 +165,7 @@ impl Intake {
         let mut events = [EpollEvent::empty(); 1];
         loop {
             handler.tend();
+            metrics::note_alive();
             let timeout = {
                 let mut table = self.lock();
                 self.watch_stop(&mut table);
@@ -187,6 +174,9 @@ impl Intake {
                 if table.listener.is_none() && table.held == 0 {
                     return Ok(());
                 }
+                metrics::worker()
+                    .connections_waiting
+                    .store(table.held as u64, Ordering::Relaxed);
                 self.next_wake(&mut table)
             };
             self.report();
@@ -208,6 +198,7 @@ impl Intake {
                 }
             };
             if let Some(job) = job {
+                metrics::count_connection_end(ConnectionEnd::Served);
                 handler.serve(job);
             }
         }
@@ -383,8 +374,8 @@ impl Intake {
     /// listener is left alone for a moment rather than woken for again at once: it
     /// stays readable, and the handlers would spin. Logged once in a while.
     fn short_of_descriptors(&self, table: &mut Table, e: nix::errno::Errno) {
-        self.counters
-            .out_of_descriptors
+        metrics::worker()
+            .accepts_without_descriptors
             .fetch_add(1, Ordering::Relaxed);
         if self.evict_oldest(table) {
             return;
@@ -429,7 +420,7 @@ impl Intake {
         let Some(pending) = take_oldest(table) else {
             return false;
         };
-        self.counters.evicted.fetch_add(1, Ordering::Relaxed);
+        metrics::count_connection_end(ConnectionEnd::Evicted);
         let why = "the server is at its limit of connections waiting for their requests; \
                    this one waited longest and was closed (docs/PROTOCOL.md, Limits)";
         answer_and_close(&pending.stream, &Response::Rejected(why.into()));
@@ -449,11 +440,11 @@ impl Intake {
             let why = match self.read_once(&mut pending, chunk) {
                 AfterRead::Done => continue,
                 AfterRead::Complete(_) => {
-                    self.counters.abandoned.fetch_add(1, Ordering::Relaxed);
+                    metrics::count_connection_end(ConnectionEnd::Abandoned);
                     too_late(self.limits.request_timeout)
                 }
                 AfterRead::Waiting => {
-                    self.counters.expired.fetch_add(1, Ordering::Relaxed);
+                    metrics::count_connection_end(ConnectionEnd::TimedOut);
                     format!("the request was not complete within {timeout_ms} ms")
                 }
             };
@@ -469,8 +460,13 @@ impl Intake {
         if reported.0.elapsed() < REPORT_EVERY {
             return;
         }
-        let c = &self.counters;
-        let now = [&c.evicted, &c.expired, &c.abandoned].map(|n| n.load(Ordering::Relaxed));
+        let ended = &metrics::worker().connections_ended;
+        let now = [
+            ConnectionEnd::Evicted,
+            ConnectionEnd::TimedOut,
+            ConnectionEnd::Abandoned,
+        ]
+        .map(|end| ended[end as usize].load(Ordering::Relaxed));
         if now != reported.1 {
             log(format_args!(
                 "intake: {} connections evicted for room, {} not complete in time, \
@@ -546,8 +542,13 @@ fn accept_from(listener: &TcpListener) -> Result<TcpStream, nix::errno::Errno> {
         // accept4 hands the socket over non-blocking already: one system call, not two.
         // No TCP_NODELAY: the answer is one write followed by a FIN, which Nagle never holds.
         match accept4(listener.as_raw_fd(), flags) {
-            // SAFETY: accept4 returned a new descriptor that nothing else owns.
-            Ok(fd) => return Ok(TcpStream::from(unsafe { OwnedFd::from_raw_fd(fd) })),
+            Ok(fd) => {
+                metrics::worker()
+                    .connections_accepted
+                    .fetch_add(1, Ordering::Relaxed);
+                // SAFETY: accept4 returned a new descriptor that nothing else owns.
+                return Ok(TcpStream::from(unsafe { OwnedFd::from_raw_fd(fd) }));
+            }
             Err(nix::errno::Errno::EINTR) => continue,
             // EAGAIN: another handler took it, or the backlog is empty. ECONNABORTED
             // and friends concern one connection. Out of descriptors: see accept.

@@ -6,17 +6,20 @@
 //! handler: parse -> exchange::execute (PostgreSQL, commits not yet durable)
 //!          -> render --channel--> flusher: one WAL flush for all that waits -> courier
 //! courier: writes each answer at once, or later if the client's socket is full
+//! supervisor --fork--> status (with --metrics-port): /metrics, /live, /ready over HTTP
 //! ```
 
 pub mod abandoned;
 pub mod affinity;
 pub mod courier;
+pub mod exposition;
 pub mod flusher;
 pub mod handler;
 pub mod intake;
 pub mod migrate;
 pub mod settings;
 pub mod signals;
+pub mod status;
 pub mod supervisor;
 pub mod worker;
 

@@ -109,6 +109,15 @@ pub struct Settings {
     /// hundred thousand resting orders, and no more.
     #[arg(long, default_value_t = 10_000, value_parser = at_least_one_ms)]
     pub statement_timeout_ms: u64,
+
+    /// Serve Prometheus metrics (/metrics) and health checks (/live, /ready) over HTTP
+    /// on this port; off unless set.
+    #[arg(long)]
+    pub metrics_port: Option<u16>,
+
+    /// Address the metrics and health checks listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub metrics_bind: String,
 }
 
 /// What else the binary does besides serving.

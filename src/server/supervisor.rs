@@ -1,12 +1,14 @@
-//! The supervisor: binds the listener, forks the workers, and then only reconciles the
-//! workers it wants with the ones alive, until SIGTERM or SIGINT.
+//! The supervisor: binds the listener, maps the shared counters, forks the workers (and
+//! the status process, with `--metrics-port`), and then only reconciles the processes
+//! it wants with the ones alive, until SIGTERM or SIGINT.
 //!
 //! It stays single-threaded and never connects to the database, so every fork happens
 //! in a process with one thread and no open connections. The database is checked
 //! once before the first fork, by a short-lived child.
 
+use crate::metrics;
 use crate::server::worker::{self, EXIT_DATABASE_UNAVAILABLE};
-use crate::server::{affinity, log, signals, Settings};
+use crate::server::{affinity, log, signals, status, Settings};
 use crate::store;
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
@@ -14,6 +16,7 @@ use nix::unistd::{fork, ForkResult, Pid};
 use socket2::{Domain, Socket, Type};
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::process::ExitCode;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 const LISTEN_BACKLOG: i32 = 4096;
@@ -51,6 +54,21 @@ pub fn run(settings: Settings) -> ExitCode {
     };
     let allowed = affinity::allowed_cpus();
     let workers = settings.workers_for(allowed.len());
+    let mut status = match Status::bind(&settings) {
+        Ok(status) => status,
+        Err(e) => {
+            log(format_args!(
+                "cannot listen for metrics on {}:{}: {e}",
+                settings.metrics_bind,
+                settings.metrics_port.unwrap_or_default()
+            ));
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(e) = metrics::map(workers) {
+        log(format_args!("cannot map the shared counters: {e}"));
+        return ExitCode::FAILURE;
+    }
     if let Err(why) = check_database(&settings, workers) {
         if !why.is_empty() {
             log(format_args!("{why}"));
@@ -95,6 +113,11 @@ pub fn run(settings: Settings) -> ExitCode {
         settings.threads,
         plural(settings.threads)
     ));
+    if let Some(address) = status.address() {
+        log(format_args!(
+            "metrics at http://{address}/metrics, health checks at /live and /ready"
+        ));
+    }
 
     while !signals::stop_requested() {
         if signals::hangup_received() {
@@ -103,32 +126,107 @@ pub fn run(settings: Settings) -> ExitCode {
                  error; restart to change settings (SIGTERM stops gracefully)"
             ));
         }
-        reap(&mut slots);
+        reap(&mut slots, &mut status);
         for (index, slot) in slots.iter_mut().enumerate() {
             if slot.pid.is_none() && Instant::now() >= slot.start_after {
                 spawn(&mut listener, index, slot, &settings);
             }
         }
+        status.spawn_if_due(&mut listener, &settings);
         std::thread::sleep(TICK);
     }
     // Closed here first, so that once the workers close theirs new connections are refused
     // instead of waiting in a backlog nobody will accept from.
     drop(listener);
+    if let Some(pid) = status.pid.take() {
+        let _ = kill(pid, Signal::SIGTERM);
+        let _ = waitpid(pid, None);
+    }
     stop(&mut slots, Duration::from_millis(settings.grace_period_ms));
     ExitCode::SUCCESS
 }
 
+/// The status process (`status`), when `--metrics-port` asks for one.
+struct Status {
+    listener: Option<TcpListener>,
+    pid: Option<Pid>,
+    start_after: Instant,
+}
+
+impl Status {
+    fn bind(settings: &Settings) -> std::io::Result<Status> {
+        let listener = match settings.metrics_port {
+            Some(port) => Some(bind_to(&settings.metrics_bind, port, 128)?),
+            None => None,
+        };
+        Ok(Status {
+            listener,
+            pid: None,
+            start_after: Instant::now(),
+        })
+    }
+
+    fn address(&self) -> Option<SocketAddr> {
+        self.listener.as_ref()?.local_addr().ok()
+    }
+
+    fn spawn_if_due(&mut self, exchange: &mut Option<TcpListener>, settings: &Settings) {
+        let Some(listener) = self.listener.as_ref() else {
+            return;
+        };
+        if self.pid.is_some() || Instant::now() < self.start_after {
+            return;
+        }
+        let Ok(listener) = listener.try_clone() else {
+            self.start_after = Instant::now() + STATUS_RESTART_AFTER;
+            return;
+        };
+        // SAFETY: the supervisor has one thread, so the child may run any code.
+        match unsafe { fork() } {
+            Ok(ForkResult::Child) => {
+                // Not the exchange's port: this process must not hold it open.
+                drop(exchange.take());
+                worker::die_with_parent();
+                std::process::exit(status::run(listener, settings));
+            }
+            Ok(ForkResult::Parent { child }) => self.pid = Some(child),
+            Err(e) => {
+                log(format_args!("cannot fork the status process: {e}"));
+                self.start_after = Instant::now() + STATUS_RESTART_AFTER;
+            }
+        }
+    }
+
+    /// Notes that the status process ended, if `pid` was it; true if so.
+    fn ended(&mut self, pid: Pid, how: &str) -> bool {
+        if self.pid != Some(pid) {
+            return false;
+        }
+        self.pid = None;
+        self.start_after = Instant::now() + STATUS_RESTART_AFTER;
+        log(format_args!(
+            "the status process (pid {pid}) {how}; restarting in {} ms",
+            STATUS_RESTART_AFTER.as_millis()
+        ));
+        true
+    }
+}
+
+/// How long after the status process ended another is started.
+const STATUS_RESTART_AFTER: Duration = Duration::from_secs(1);
+
 fn bind(settings: &Settings) -> std::io::Result<TcpListener> {
-    let address: SocketAddr = (settings.bind.as_str(), settings.port)
-        .to_socket_addrs()?
-        .next()
-        .ok_or_else(|| {
-            std::io::Error::new(std::io::ErrorKind::NotFound, "address resolves to nothing")
-        })?;
+    bind_to(&settings.bind, settings.port, LISTEN_BACKLOG)
+}
+
+fn bind_to(host: &str, port: u16, backlog: i32) -> std::io::Result<TcpListener> {
+    let address: SocketAddr = (host, port).to_socket_addrs()?.next().ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::NotFound, "address resolves to nothing")
+    })?;
     let socket = Socket::new(Domain::for_address(address), Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
     socket.bind(&address.into())?;
-    socket.listen(LISTEN_BACKLOG)?;
+    socket.listen(backlog)?;
     Ok(socket.into())
 }
 
@@ -136,8 +234,10 @@ fn bind(settings: &Settings) -> std::io::Result<TcpListener> {
 /// the database's free slots, in a child, so the supervisor itself never holds a
 /// connection (nor the threads a client library may start).
 fn check_database(settings: &Settings, workers: usize) -> Result<(), String> {
-    // Each worker's handlers hold one connection each, and its flusher one more.
-    let wanted = workers.saturating_mul(settings.threads + 1);
+    // Each worker's handlers hold one connection each, and its flusher one more; the
+    // status process, if any, holds one for its readiness check.
+    let wanted =
+        workers.saturating_mul(settings.threads + 1) + usize::from(settings.metrics_port.is_some());
     // SAFETY: the supervisor has one thread, so the child may run any code.
     match unsafe { fork() } {
         Ok(ForkResult::Child) => {
@@ -168,6 +268,7 @@ fn spawn(listener: &mut Option<TcpListener>, index: usize, slot: &mut Slot, sett
     // SAFETY: the supervisor has one thread, so the child may run any code.
     match unsafe { fork() } {
         Ok(ForkResult::Child) => {
+            metrics::enter_slot(index);
             // The child's copy of the listener becomes the worker's own, to close when it stops.
             let code = match listener.take() {
                 Some(listener) => worker::run(listener, index, &slot.cpus, settings),
@@ -178,6 +279,9 @@ fn spawn(listener: &mut Option<TcpListener>, index: usize, slot: &mut Slot, sett
         Ok(ForkResult::Parent { child }) => {
             slot.pid = Some(child);
             slot.started = Instant::now();
+            if let Some(shared) = metrics::shared() {
+                shared.supervisor.workers_started.fetch_add(1, Relaxed);
+            }
         }
         Err(e) => {
             log(format_args!("cannot fork worker {index}: {e}"));
@@ -195,21 +299,28 @@ fn raise_open_files_limit() {
     }
 }
 
-/// Collects exited workers and schedules their replacement.
-fn reap(slots: &mut [Slot]) {
+/// Collects exited workers (and the status process) and schedules their replacement.
+fn reap(slots: &mut [Slot], status: &mut Status) {
     loop {
-        let (pid, how, database_down) = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+        let (pid, how, database_down, exit) = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::Exited(pid, code)) => (
                 pid,
                 format!("exited with code {code}"),
                 code == EXIT_DATABASE_UNAVAILABLE,
+                usize::from(code != 0),
             ),
             Ok(WaitStatus::Signaled(pid, signal, _)) => {
-                (pid, format!("was killed by {signal}"), false)
+                (pid, format!("was killed by {signal}"), false, 2)
             }
             Ok(WaitStatus::StillAlive) | Err(_) => return,
             Ok(_) => continue,
         };
+        if status.ended(pid, &how) {
+            continue;
+        }
+        if let Some(shared) = metrics::shared() {
+            shared.supervisor.worker_exits[exit].fetch_add(1, Relaxed);
+        }
         let Some((index, slot)) = slots
             .iter_mut()
             .enumerate()

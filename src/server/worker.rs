@@ -117,7 +117,7 @@ fn spawn<T: Send + 'static>(
 
 /// Asks the kernel to stop this worker when the supervisor dies, so that no orphan
 /// keeps serving on the port.
-fn die_with_parent() {
+pub(crate) fn die_with_parent() {
     // SAFETY: prctl(PR_SET_PDEATHSIG) takes plain integers and touches no memory of ours.
     unsafe {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);

@@ -55,17 +55,38 @@ impl Cluster {
             text.push('\n');
         }
         std::fs::write(&conf, text).expect("postgresql.conf");
+        let cluster = Cluster { data, port };
+        cluster.resume();
+        cluster
+    }
+
+    /// Starts the cluster's server (again).
+    pub fn resume(&self) {
+        let path = self.data.to_str().expect("a path");
         let options = format!(
-            "-c port={port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={path}"
+            "-c port={} -c listen_addresses=127.0.0.1 -c unix_socket_directories={path}",
+            self.port
         );
         let log = format!("{path}/server.log");
         as_postgres(
             &pg_bin("pg_ctl"),
             &[
-                "-D", &path, "-s", "-w", "-t", "60", "-o", &options, "-l", &log, "start",
+                "-D", path, "-s", "-w", "-t", "60", "-o", &options, "-l", &log, "start",
             ],
         );
-        Cluster { data, port }
+    }
+
+    /// Stops the cluster's server at once, ending every session.
+    pub fn halt(&self) {
+        let path = self.data.to_str().expect("a path");
+        as_postgres(
+            &pg_bin("pg_ctl"),
+            &["-D", path, "-s", "-w", "-m", "immediate", "stop"],
+        );
+    }
+
+    pub fn url(&self, user: &str, database: &str) -> String {
+        format!("postgres://{user}@127.0.0.1:{}/{database}", self.port)
     }
 
     /// Runs SQL as postgres over the local socket (which every cluster here trusts).
