@@ -119,9 +119,9 @@ fn send(target: &Target, files: &[std::path::PathBuf]) -> Result<ExitCode, Strin
 fn audit(database_url: &str) -> Result<ExitCode, String> {
     let mut client = exchange::store::parse_url(database_url)
         .map_err(|e| e.to_string())
-        .and_then(|config| {
-            config
-                .connect(postgres::NoTls)
+        .and_then(|target| {
+            target
+                .connect()
                 .map_err(|e| format!("cannot connect to the database: {e}"))
         })?;
     let report =

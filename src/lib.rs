@@ -18,4 +18,5 @@ pub mod protocol;
 pub mod rejection;
 pub mod server;
 pub mod store;
+pub mod tls;
 pub mod wire;

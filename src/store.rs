@@ -15,8 +15,9 @@
 //! never told of a result that a crash could take back.
 
 use crate::model::{AccountId, Fill, OrderId, OrderState, Symbol};
+use crate::tls::Tls;
 use postgres::error::SqlState;
-use postgres::{Client, NoTls, Statement};
+use postgres::{Client, Statement};
 use r2d2::{Pool, PooledConnection};
 use r2d2_postgres::PostgresConnectionManager;
 use rust_decimal::Decimal;
@@ -24,7 +25,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-pub type Manager = PostgresConnectionManager<NoTls>;
+pub type Manager = PostgresConnectionManager<Tls>;
 
 /// How a re-run operation is bounded.
 const ATTEMPTS_MAX: u32 = 8;
@@ -137,8 +138,8 @@ const KEEPALIVES_IDLE_UNSET: Duration = Duration::from_secs(2 * 60 * 60);
 /// The URL's own `connect_timeout`, `tcp_user_timeout` and `keepalives*` win over ours
 /// (a value of 0 reads as unset, as rust-postgres reads it), and its own `options` go
 /// before ours.
-pub fn config(url: &str, timeouts: DatabaseTimeouts) -> Result<postgres::Config, StoreError> {
-    let mut config = parse_url(url)?;
+pub fn config(url: &str, timeouts: DatabaseTimeouts) -> Result<Target, StoreError> {
+    let Target { mut config, tls } = parse_url(url)?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(Duration::from_millis(timeouts.connect_ms));
     }
@@ -172,15 +173,31 @@ pub fn config(url: &str, timeouts: DatabaseTimeouts) -> Result<postgres::Config,
         "{theirs}-c enable_seqscan=off -c plan_cache_mode=force_generic_plan -c statement_timeout={} -c idle_in_transaction_session_timeout={}",
         timeouts.statement_ms, timeouts.idle_in_transaction_ms
     ));
-    Ok(config)
+    Ok(Target { config, tls })
 }
 
-/// Parses a connection URL (either form libpq takes) and, when it names no password,
-/// takes one as libpq would (`passfile`): for the server, and for tools such as the
-/// audit that connect with their own settings.
-pub fn parse_url(url: &str) -> Result<postgres::Config, StoreError> {
-    let mut config = postgres::Config::from_str(url)
-        .map_err(|e| StoreError::Failed(format!("bad database URL: {e}")))?;
+/// Where and how to connect: rust-postgres' settings, and the TLS connector that checks
+/// the server's certificate as the URL's `sslmode` asks (`crate::tls`).
+#[derive(Clone)]
+pub struct Target {
+    pub config: postgres::Config,
+    pub tls: Tls,
+}
+
+impl Target {
+    pub fn connect(&self) -> Result<Client, postgres::Error> {
+        self.config.connect(self.tls.clone())
+    }
+}
+
+/// Parses a connection URL (either form libpq takes), with its TLS settings and, when
+/// it names no password, one taken as libpq would (`passfile`): for the server, and for
+/// tools such as the audit that connect with their own settings.
+pub fn parse_url(url: &str) -> Result<Target, StoreError> {
+    let bad = |e: String| StoreError::Failed(format!("bad database URL: {e}"));
+    let (url, wanted) = crate::tls::split(url).map_err(bad)?;
+    let tls = crate::tls::connector(&wanted).map_err(StoreError::Failed)?;
+    let mut config = postgres::Config::from_str(&url).map_err(|e| bad(e.to_string()))?;
     if config.get_password().is_none() {
         let user = config.get_user().unwrap_or_default();
         let lookup = crate::passfile::Lookup {
@@ -193,18 +210,18 @@ pub fn parse_url(url: &str) -> Result<postgres::Config, StoreError> {
             config.password(password);
         }
     }
-    Ok(config)
+    Ok(Target { config, tls })
 }
 
 /// Connects once, checks that the session took the server's settings and that the
 /// schema is at this server's version (changing nothing: see `migrations`), and that
 /// `connections` more sessions fit the slots the database has free.
 pub fn prepare_database(
-    config: &postgres::Config,
+    target: &Target,
     timeouts: DatabaseTimeouts,
     connections: usize,
 ) -> Result<(), StoreError> {
-    let mut client = config.connect(NoTls)?;
+    let mut client = target.connect()?;
     check_session_settings(&mut client, timeouts)?;
     crate::migrations::check(&mut client)?;
     let free = free_connection_slots(&mut client)?;
@@ -261,7 +278,7 @@ fn checkout_timeout(config: &postgres::Config) -> Duration {
 /// the database's own reason (SQLSTATE and message) when it gave one. Each connection
 /// is checked for the server's session settings as it opens.
 pub fn pool(
-    config: postgres::Config,
+    Target { config, tls }: Target,
     size: u32,
     timeouts: DatabaseTimeouts,
 ) -> Result<Pool<Manager>, StoreError> {
@@ -271,7 +288,7 @@ pub fn pool(
         .connection_timeout(checkout_timeout(&config))
         .connection_customizer(Box::new(SettingsCheck(timeouts)))
         .error_handler(Box::new(last_error.clone()))
-        .build(PostgresConnectionManager::new(config, NoTls))
+        .build(PostgresConnectionManager::new(config, tls))
         .map_err(|e| {
             let cause = last_error
                 .take()

@@ -4,7 +4,6 @@
 use crate::migrations;
 use crate::server::{log, Settings};
 use crate::store;
-use postgres::NoTls;
 use std::process::ExitCode;
 
 pub fn run(settings: &Settings) -> ExitCode {
@@ -30,8 +29,8 @@ pub fn run(settings: &Settings) -> ExitCode {
 }
 
 fn migrate(settings: &Settings) -> Result<Vec<i32>, store::StoreError> {
-    let config = store::config(&settings.database_url, settings.database_timeouts())?;
-    let mut client = config.connect(NoTls)?;
+    let target = store::config(&settings.database_url, settings.database_timeouts())?;
+    let mut client = target.connect()?;
     // A migration may rewrite a large table: the serving statement timeout is not its
     // bound. It waits for the locks of orders in flight, which are short.
     client.batch_execute("SET statement_timeout = 0")?;

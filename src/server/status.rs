@@ -119,10 +119,10 @@ fn readiness(shared: &Shared, database: &Mutex<Result<(), String>>) -> Result<()
 fn check_database(url: &str, timeouts: store::DatabaseTimeouts, state: &Mutex<Result<(), String>>) {
     let mut client: Option<postgres::Client> = None;
     loop {
-        let outcome = store::config(url, timeouts).and_then(|config| {
+        let outcome = store::config(url, timeouts).and_then(|target| {
             let session = match client.take() {
                 Some(session) if !session.is_closed() => session,
-                _ => config.connect(postgres::NoTls)?,
+                _ => target.connect()?,
             };
             let session = client.insert(session);
             crate::migrations::check(session)

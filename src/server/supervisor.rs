@@ -243,7 +243,7 @@ fn check_database(settings: &Settings, workers: usize) -> Result<(), String> {
         Ok(ForkResult::Child) => {
             let timeouts = settings.database_timeouts();
             let prepared = store::config(&settings.database_url, timeouts)
-                .and_then(|config| store::prepare_database(&config, timeouts, wanted));
+                .and_then(|target| store::prepare_database(&target, timeouts, wanted));
             let code = match prepared {
                 Ok(()) => 0,
                 Err(e) => {

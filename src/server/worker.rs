@@ -23,7 +23,7 @@ pub fn run(listener: TcpListener, slot: usize, cpus: &[usize], settings: &Settin
     pin(slot, "worker", cpus);
     let timeouts = settings.database_timeouts();
     let pool = store::config(&settings.database_url, timeouts)
-        .and_then(|config| store::pool(config, settings.threads as u32 + 1, timeouts));
+        .and_then(|target| store::pool(target, settings.threads as u32 + 1, timeouts));
     let pool = match pool {
         Ok(pool) => pool,
         Err(e) => {
