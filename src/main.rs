@@ -3,11 +3,12 @@
 
 use clap::Parser;
 use exchange::server::settings::Command;
-use exchange::server::{migrate, supervisor, Settings};
+use exchange::server::{logging, migrate, supervisor, Settings};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let settings = Settings::parse();
+    logging::init(settings.log_format);
     match settings.command {
         Some(Command::Migrate) => migrate::run(&settings),
         None => supervisor::run(settings),

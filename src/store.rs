@@ -213,6 +213,36 @@ pub fn parse_url(url: &str) -> Result<Target, StoreError> {
     Ok(Target { config, tls })
 }
 
+/// Where a URL points, for the log: `user@host:port[,host:port...]/dbname`, without
+/// the password or any other parameter.
+pub fn describe(url: &str) -> String {
+    let parsed = crate::tls::split(url)
+        .ok()
+        .and_then(|(url, _)| postgres::Config::from_str(&url).ok());
+    let Some(config) = parsed else {
+        return "(a URL that does not parse)".into();
+    };
+    let ports = config.get_ports();
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, host)| {
+            let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+            match host {
+                postgres::config::Host::Tcp(name) => format!("{name}:{port}"),
+                postgres::config::Host::Unix(dir) => format!("{}:{port}", dir.display()),
+            }
+        })
+        .collect();
+    format!(
+        "{}@{}/{}",
+        config.get_user().unwrap_or("?"),
+        hosts.join(","),
+        config.get_dbname().unwrap_or("?")
+    )
+}
+
 /// Connects once, checks that the session took the server's settings and that the
 /// schema is at this server's version (changing nothing: see `migrations`), and that
 /// `connections` more sessions fit the slots the database has free.

@@ -90,8 +90,9 @@ fn without_times(text: &str) -> String {
     out
 }
 
-/// A server's line with what changes from run to run masked: its pid, and the port
-/// it listens on. The CPUs it names must match.
+/// A server's line with what changes from run to run masked: the time, its pid, the
+/// port it listens on and the database it uses (the test's own). The CPUs it names
+/// must match, and so must the schema version and the metrics address.
 fn pid_and_port_masked(line: &str) -> String {
     let line = match line.strip_prefix("listening on ") {
         Some(address) => match address.rsplit_once(':') {
@@ -100,12 +101,28 @@ fn pid_and_port_masked(line: &str) -> String {
         },
         None => line.to_string(),
     };
-    match (line.find('['), line.find("]: ")) {
-        (Some(open), Some(close)) if open < close && line[..open].ends_with("exchange-server") => {
-            format!("{}[PID{}", &line[..open], &line[close..])
-        }
-        _ => line,
+    // A log line: `TIMESTAMP LEVEL thread process{pid=N}: message field=value ...`.
+    let timestamped = line.len() > 20 && line.as_bytes()[4] == b'-' && line.as_bytes()[10] == b'T';
+    if !timestamped {
+        return line;
     }
+    let (_, rest) = line.split_once(' ').unwrap_or(("", &line));
+    std::iter::once("TIME".to_string())
+        .chain(rest.split(' ').filter(|w| !w.is_empty()).map(|word| {
+            if let Some((before, after)) = word.split_once("pid=") {
+                let digits = after.trim_start_matches(|c: char| c.is_ascii_digit());
+                format!("{before}pid=PID{digits}")
+            } else if let Some(address) = word.strip_prefix("listen=") {
+                let host = address.rsplit_once(':').map_or(address, |(host, _)| host);
+                format!("listen={host}:PORT")
+            } else if word.starts_with("database=") {
+                "database=URL".to_string()
+            } else {
+                word.to_string()
+            }
+        }))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Every figure (a run of digits, with any decimal point inside it) as `N`, so that a
@@ -406,8 +423,13 @@ fn every_command_kind_is_recognised() {
         "requests  N in N s (N/s)"
     );
     assert_eq!(
-        pid_and_port_masked("exchange-server[4242]: 1 worker x 2 handler threads, on CPUs [0, 1]"),
-        "exchange-server[PID]: 1 worker x 2 handler threads, on CPUs [0, 1]"
+        pid_and_port_masked(
+            "2026-11-30T20:25:45.052838Z  INFO main supervisor{pid=4242}: 1 worker x 2 handler \
+             threads, on CPUs [0, 1] listen=0.0.0.0:12345 \
+             database=postgres@127.0.0.1:54329/exchange schema=2 metrics=off"
+        ),
+        "TIME INFO main supervisor{pid=PID}: 1 worker x 2 handler threads, on CPUs [0, 1] \
+         listen=0.0.0.0:PORT database=URL schema=2 metrics=off"
     );
     assert_eq!(
         pid_and_port_masked("listening on 0.0.0.0:41234"),

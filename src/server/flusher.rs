@@ -20,8 +20,8 @@
 use crate::exchange;
 use crate::metrics;
 use crate::protocol;
+use crate::server::answered;
 use crate::server::courier::Courier;
-use crate::server::log;
 use crate::store::{Manager, ServerId, Session, StoreError};
 use crossbeam_channel::{Receiver, Sender};
 use r2d2::Pool;
@@ -36,8 +36,8 @@ pub struct Awaiting {
     pub stream: TcpStream,
     /// The rendered answer (rendered by the handler: this thread is one per worker).
     pub bytes: Vec<u8>,
-    /// Taken before the request's first statement was sent.
-    pub began: Instant,
+    /// What the request was, and when its first statement was sent.
+    pub request: answered::Executed,
     /// Which of its handler's sessions made the request's commits.
     pub session: u64,
     /// The server that session is on: only a wait for the WAL there vouches for them.
@@ -63,7 +63,7 @@ impl Flusher {
             courier,
         };
         if let Err(e) = flusher.reopen() {
-            log(format_args!("flusher: {e}"));
+            tracing::warn!("flusher: {e}");
         }
         flusher
     }
@@ -79,15 +79,15 @@ impl Flusher {
             metrics::observe_flush_batch(batch.len());
             let waited = Instant::now();
             let flushed = self.flush();
-            metrics::observe_durability(waited.elapsed());
+            let waited = waited.elapsed();
+            metrics::observe_durability(waited);
             for answer in batch.drain(..) {
                 let vouched = flushed.is_some_and(|(opened, server)| {
-                    opened <= answer.began && server == answer.server
+                    opened <= answer.request.began && server == answer.server
                 });
                 if vouched {
-                    let began = answer.began;
+                    answered::record(&answer.request, waited, &answer.stream);
                     self.courier.deliver(answer.stream, answer.bytes);
-                    metrics::observe_request(began.elapsed());
                 } else if let Err(returned) = answer.owner.clone().send(answer) {
                     // The handler has gone: it waits for its answers before it exits, so
                     // only a handler that died ends here, and nobody can vouch.
@@ -107,7 +107,7 @@ impl Flusher {
     fn flush(&mut self) -> Option<(Instant, ServerId)> {
         if self.session.as_ref().is_none_or(|(s, _)| s.is_broken()) {
             if let Err(e) = self.reopen() {
-                log(format_args!("flusher: {e}"));
+                tracing::warn!("flusher: {e}");
                 return None;
             }
         }
@@ -115,11 +115,11 @@ impl Flusher {
         match session.make_durable() {
             Ok(()) => Some((*opened, session.server())),
             Err(e) => {
-                log(format_args!("flusher: {e}"));
+                tracing::warn!("flusher: {e}");
                 // The server may have ended the session: a fresh one now can vouch for
                 // the requests that begin from here on.
                 if let Err(again) = self.reopen() {
-                    log(format_args!("flusher: {again}"));
+                    tracing::warn!("flusher: {again}");
                 }
                 None
             }

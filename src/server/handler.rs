@@ -10,16 +10,16 @@ use crate::metrics::{self, OperationOutcome, RequestKind};
 use crate::protocol::{self, Outcome, ParseLimits, Request, Response};
 use crate::rejection::is_service_failure;
 use crate::server::abandoned::abandoned;
+use crate::server::answered;
 use crate::server::courier::Courier;
 use crate::server::flusher::{Awaiting, SESSION_GONE};
 use crate::server::intake::{Intake, Job, Serve};
 
-use crate::server::log;
 use crate::store::{Manager, ServerId, Session, StoreError};
 use crossbeam_channel::{Receiver, Sender};
 use r2d2::Pool;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// The bounds a handler executes requests under.
 #[derive(Clone, Copy, Debug)]
@@ -58,7 +58,7 @@ impl Sessions for Handler {
     }
 
     fn failed(&mut self, error: &StoreError) {
-        log(format_args!("{error}"));
+        tracing::warn!("{error}");
         let ended = matches!(error, StoreError::SessionEnded(_));
         if ended || self.session.as_ref().is_some_and(Session::is_broken) {
             self.session = None;
@@ -113,15 +113,25 @@ impl Handler {
     ) {
         let began = Instant::now();
         let (executed, kind) = self.execute(&job.document);
-        metrics::observe_database(began.elapsed());
+        let database = began.elapsed();
+        metrics::observe_database(database);
+        let (Executed::Ready(response) | Executed::AwaitsDurability(response)) = &executed;
+        count(kind, response);
+        let request = answered::Executed {
+            kind,
+            operations: match response {
+                Response::Results(outcomes) => outcomes.len(),
+                Response::Rejected(_) => 0,
+            },
+            began,
+            database,
+        };
         match executed {
             Executed::Ready(response) => {
-                count(kind, &response);
+                answered::record(&request, Duration::ZERO, &job.stream);
                 courier.deliver(job.stream, protocol::render(&response));
-                metrics::observe_request(began.elapsed());
             }
             Executed::AwaitsDurability(response) => {
-                count(kind, &response);
                 let bytes = protocol::render(&response);
                 let Some(server) = self.server else {
                     // Unreachable: the database answered, so a session was opened.
@@ -132,7 +142,7 @@ impl Handler {
                 let awaiting = Awaiting {
                     stream: job.stream,
                     bytes,
-                    began,
+                    request,
                     session: self.sessions_opened,
                     server,
                     owner: owner.clone(),
@@ -153,7 +163,8 @@ impl Handler {
         } else {
             Err(SESSION_GONE.to_string())
         };
-        metrics::observe_durability(waited.elapsed());
+        let waited = waited.elapsed();
+        metrics::observe_durability(waited);
         let bytes = match durable {
             Ok(()) => answer.bytes,
             Err(why) => {
@@ -163,8 +174,8 @@ impl Handler {
                 protocol::render(&exchange::not_durable(&why))
             }
         };
+        answered::record(&answer.request, waited, &answer.stream);
         courier.deliver(answer.stream, bytes);
-        metrics::observe_request(answer.began.elapsed());
     }
 
     /// Parses and executes one request, leaving its durability to the caller.

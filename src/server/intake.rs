@@ -19,7 +19,7 @@ use crate::metrics::{self, ConnectionEnd};
 use crate::protocol::{render, Response};
 use crate::server::abandoned::too_late;
 use crate::server::courier::close_politely;
-use crate::server::{log, signals};
+use crate::server::signals;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::socket::{accept4, SockFlag};
 use std::collections::VecDeque;
@@ -388,11 +388,11 @@ impl Intake {
         }
         if table.descriptors_logged.elapsed() >= REPORT_EVERY {
             table.descriptors_logged = Instant::now();
-            log(format_args!(
+            tracing::warn!(
                 "intake: cannot accept a connection ({e}); every descriptor is in use \
                  by requests under way: accepting again in {} ms",
                 ACCEPT_PAUSE.as_millis()
-            ));
+            );
         }
     }
 
@@ -468,11 +468,13 @@ impl Intake {
         ]
         .map(|end| ended[end as usize].load(Ordering::Relaxed));
         if now != reported.1 {
-            log(format_args!(
+            tracing::warn!(
                 "intake: {} connections evicted for room, {} not complete in time, \
                  {} requests dropped unexecuted (too late or client gone), since start",
-                now[0], now[1], now[2]
-            ));
+                now[0],
+                now[1],
+                now[2]
+            );
         }
         *reported = (Instant::now(), now);
     }

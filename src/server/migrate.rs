@@ -2,7 +2,7 @@
 //! build's schema version, says what it did in one line, and exits.
 
 use crate::migrations;
-use crate::server::{log, Settings};
+use crate::server::Settings;
 use crate::store;
 use std::process::ExitCode;
 
@@ -22,7 +22,7 @@ pub fn run(settings: &Settings) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(why) => {
-            log(format_args!("cannot migrate: {why}"));
+            tracing::error!("cannot migrate: {why}");
             ExitCode::FAILURE
         }
     }

@@ -11,11 +11,13 @@
 
 pub mod abandoned;
 pub mod affinity;
+pub mod answered;
 pub mod courier;
 pub mod exposition;
 pub mod flusher;
 pub mod handler;
 pub mod intake;
+pub mod logging;
 pub mod migrate;
 pub mod settings;
 pub mod signals;
@@ -24,8 +26,3 @@ pub mod supervisor;
 pub mod worker;
 
 pub use settings::Settings;
-
-/// One line on stderr, tagged with the process id.
-pub fn log(message: std::fmt::Arguments<'_>) {
-    eprintln!("exchange-server[{}]: {message}", std::process::id());
-}

@@ -5,6 +5,7 @@ use crate::protocol::ParseLimits;
 use crate::server::courier::DeliveryLimits;
 use crate::server::handler::HandlerLimits;
 use crate::server::intake::{IntakeLimits, READ_CHUNK_BYTES};
+use crate::server::logging::LogFormat;
 use crate::store::DatabaseTimeouts;
 use clap::Parser;
 use std::time::Duration;
@@ -118,6 +119,17 @@ pub struct Settings {
     /// Address the metrics and health checks listen on.
     #[arg(long, default_value = "127.0.0.1")]
     pub metrics_bind: String,
+
+    /// Log each request answered this many milliseconds or more after it began
+    /// executing, with its kind, operation count, time in the database and waiting
+    /// for durability, and the client's address; off unless set (0 logs every one).
+    #[arg(long)]
+    pub slow_request_ms: Option<u64>,
+
+    /// Log lines as text, for people, or as JSON objects, one per line, for log
+    /// shippers; RUST_LOG filters them (default info).
+    #[arg(long, value_enum, default_value = "text", global = true)]
+    pub log_format: LogFormat,
 }
 
 /// What else the binary does besides serving.

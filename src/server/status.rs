@@ -13,7 +13,7 @@
 //! a container health check.
 
 use crate::metrics::{self, Shared};
-use crate::server::{exposition, log, signals, Settings};
+use crate::server::{exposition, signals, Settings};
 use crate::store;
 use std::net::TcpListener;
 use std::sync::atomic::Ordering::Relaxed;
@@ -28,14 +28,16 @@ const TICK: Duration = Duration::from_millis(100);
 
 /// Serves until a stop is requested or the supervisor is gone; returns the exit code.
 pub fn run(listener: TcpListener, settings: &Settings) -> i32 {
+    let process = tracing::error_span!(parent: None, "status", pid = std::process::id());
+    let _process = process.clone().entered();
     let Some(shared) = metrics::shared() else {
-        log(format_args!("status: the shared counters are not mapped"));
+        tracing::error!("the shared counters are not mapped");
         return 1;
     };
     let server = match tiny_http::Server::from_listener(listener, None) {
         Ok(server) => server,
         Err(e) => {
-            log(format_args!("status: cannot serve: {e}"));
+            tracing::error!("cannot serve: {e}");
             return 1;
         }
     };
@@ -46,9 +48,12 @@ pub fn run(listener: TcpListener, settings: &Settings) -> i32 {
     let timeouts = settings.database_timeouts();
     let spawned = std::thread::Builder::new()
         .name("database-check".into())
-        .spawn(move || check_database(&url, timeouts, &checker));
+        .spawn(move || {
+            let _process = process.entered();
+            check_database(&url, timeouts, &checker)
+        });
     if let Err(e) = spawned {
-        log(format_args!("status: cannot start the database check: {e}"));
+        tracing::error!("cannot start the database check: {e}");
         return 1;
     }
     while !signals::stop_requested() && nix::unistd::getppid() == supervisor {
@@ -56,7 +61,7 @@ pub fn run(listener: TcpListener, settings: &Settings) -> i32 {
             Ok(Some(request)) => request,
             Ok(None) => continue,
             Err(e) => {
-                log(format_args!("status: {e}"));
+                tracing::error!("cannot receive a request: {e}");
                 continue;
             }
         };

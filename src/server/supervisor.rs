@@ -8,7 +8,7 @@
 
 use crate::metrics;
 use crate::server::worker::{self, EXIT_DATABASE_UNAVAILABLE};
-use crate::server::{affinity, log, signals, status, Settings};
+use crate::server::{affinity, answered, signals, status, Settings};
 use crate::store;
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
@@ -37,18 +37,17 @@ struct Slot {
 
 /// Runs the server; returns when it has stopped.
 pub fn run(settings: Settings) -> ExitCode {
+    let _process = tracing::error_span!("supervisor", pid = std::process::id()).entered();
+    answered::log_slower_than(settings.slow_request_ms);
     if let Err(why) = settings.check() {
-        log(format_args!("{why}"));
+        tracing::error!("{why}");
         return ExitCode::FAILURE;
     }
     raise_open_files_limit();
     let mut listener = match bind(&settings) {
         Ok(listener) => Some(listener),
         Err(e) => {
-            log(format_args!(
-                "cannot listen on {}:{}: {e}",
-                settings.bind, settings.port
-            ));
+            tracing::error!("cannot listen on {}:{}: {e}", settings.bind, settings.port);
             return ExitCode::FAILURE;
         }
     };
@@ -57,26 +56,26 @@ pub fn run(settings: Settings) -> ExitCode {
     let mut status = match Status::bind(&settings) {
         Ok(status) => status,
         Err(e) => {
-            log(format_args!(
+            tracing::error!(
                 "cannot listen for metrics on {}:{}: {e}",
                 settings.metrics_bind,
                 settings.metrics_port.unwrap_or_default()
-            ));
+            );
             return ExitCode::FAILURE;
         }
     };
     if let Err(e) = metrics::map(workers) {
-        log(format_args!("cannot map the shared counters: {e}"));
+        tracing::error!("cannot map the shared counters: {e}");
         return ExitCode::FAILURE;
     }
     if let Err(why) = check_database(&settings, workers) {
         if !why.is_empty() {
-            log(format_args!("{why}"));
+            tracing::error!("{why}");
         }
         return ExitCode::FAILURE;
     }
     if let Err(e) = signals::install_stop_handlers() {
-        log(format_args!("cannot install signal handlers: {e}"));
+        tracing::error!("cannot install signal handlers: {e}");
         return ExitCode::FAILURE;
     }
 
@@ -107,24 +106,23 @@ pub fn run(settings: Settings) -> ExitCode {
     // On stdout, so that scripts and tests can learn the port when it was 0.
     println!("listening on {address}");
     let plural = |n: usize| if n == 1 { "" } else { "s" };
-    log(format_args!(
+    tracing::info!(
+        listen = %address,
+        database = %store::describe(&settings.database_url),
+        schema = crate::migrations::latest(),
+        metrics = %status.address().map_or_else(|| "off".to_string(), |a| format!("http://{a}/metrics")),
         "{workers} worker{} x {} handler thread{}, {placement}",
         plural(workers),
         settings.threads,
         plural(settings.threads)
-    ));
-    if let Some(address) = status.address() {
-        log(format_args!(
-            "metrics at http://{address}/metrics, health checks at /live and /ready"
-        ));
-    }
+    );
 
     while !signals::stop_requested() {
         if signals::hangup_received() {
-            log(format_args!(
+            tracing::warn!(
                 "SIGHUP ignored: settings are read only at start, and the log is standard \
                  error; restart to change settings (SIGTERM stops gracefully)"
-            ));
+            );
         }
         reap(&mut slots, &mut status);
         for (index, slot) in slots.iter_mut().enumerate() {
@@ -191,7 +189,7 @@ impl Status {
             }
             Ok(ForkResult::Parent { child }) => self.pid = Some(child),
             Err(e) => {
-                log(format_args!("cannot fork the status process: {e}"));
+                tracing::error!("cannot fork the status process: {e}");
                 self.start_after = Instant::now() + STATUS_RESTART_AFTER;
             }
         }
@@ -204,10 +202,10 @@ impl Status {
         }
         self.pid = None;
         self.start_after = Instant::now() + STATUS_RESTART_AFTER;
-        log(format_args!(
+        tracing::warn!(
             "the status process (pid {pid}) {how}; restarting in {} ms",
             STATUS_RESTART_AFTER.as_millis()
-        ));
+        );
         true
     }
 }
@@ -241,13 +239,16 @@ fn check_database(settings: &Settings, workers: usize) -> Result<(), String> {
     // SAFETY: the supervisor has one thread, so the child may run any code.
     match unsafe { fork() } {
         Ok(ForkResult::Child) => {
+            let _process =
+                tracing::error_span!(parent: None, "database_check", pid = std::process::id())
+                    .entered();
             let timeouts = settings.database_timeouts();
             let prepared = store::config(&settings.database_url, timeouts)
                 .and_then(|target| store::prepare_database(&target, timeouts, wanted));
             let code = match prepared {
                 Ok(()) => 0,
                 Err(e) => {
-                    log(format_args!("cannot start: {e}"));
+                    tracing::error!("cannot start: {e}");
                     EXIT_DATABASE_UNAVAILABLE
                 }
             };
@@ -284,7 +285,7 @@ fn spawn(listener: &mut Option<TcpListener>, index: usize, slot: &mut Slot, sett
             }
         }
         Err(e) => {
-            log(format_args!("cannot fork worker {index}: {e}"));
+            tracing::error!("cannot fork worker {index}: {e}");
             slot.start_after = Instant::now() + BACKOFF_FIRST;
         }
     }
@@ -338,14 +339,14 @@ fn reap(slots: &mut [Slot], status: &mut Status) {
                     .min(BACKOFF_MAX),
             );
             slot.start_after = now + backoff;
-            log(format_args!(
+            tracing::warn!(
                 "worker {index} (pid {pid}) {how}; restarting in {} ms",
                 backoff.as_millis()
-            ));
+            );
         } else {
             slot.quick_failures = 0;
             slot.start_after = now;
-            log(format_args!("worker {index} (pid {pid}) {how}; restarting"));
+            tracing::warn!("worker {index} (pid {pid}) {how}; restarting");
         }
     }
 }
@@ -363,7 +364,7 @@ fn jittered(backoff: Duration) -> Duration {
 
 /// Asks every worker to finish, waits up to the grace period, then kills the rest.
 fn stop(slots: &mut [Slot], grace: Duration) {
-    log(format_args!("stopping"));
+    tracing::info!("stopping");
     let live = |slots: &[Slot]| slots.iter().filter_map(|s| s.pid).collect::<Vec<_>>();
     for pid in live(slots) {
         let _ = kill(pid, Signal::SIGTERM);
@@ -381,11 +382,9 @@ fn stop(slots: &mut [Slot], grace: Duration) {
         std::thread::sleep(TICK);
     }
     for pid in live(slots) {
-        log(format_args!(
-            "worker pid {pid} did not stop within the grace period; killing it"
-        ));
+        tracing::warn!("worker pid {pid} did not stop within the grace period; killing it");
         let _ = kill(pid, Signal::SIGKILL);
         let _ = waitpid(pid, None);
     }
-    log(format_args!("stopped"));
+    tracing::info!("stopped");
 }

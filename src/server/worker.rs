@@ -5,7 +5,7 @@ use crate::server::courier::Courier;
 use crate::server::flusher::Flusher;
 use crate::server::handler::Handler;
 use crate::server::intake::Intake;
-use crate::server::{affinity, log, signals, Settings};
+use crate::server::{affinity, signals, Settings};
 use crate::store;
 use std::net::TcpListener;
 
@@ -16,18 +16,21 @@ pub const EXIT_DATABASE_UNAVAILABLE: i32 = 3;
 /// Runs the worker in `slot` and returns its exit code. Called in a freshly forked,
 /// single-threaded child. `cpus`, when pinned, holds each handler thread's CPU.
 pub fn run(listener: TcpListener, slot: usize, cpus: &[usize], settings: &Settings) -> i32 {
+    // Every line this worker logs, from any of its threads, names it (see `spawn`).
+    let _process =
+        tracing::error_span!(parent: None, "worker", slot, pid = std::process::id()).entered();
     die_with_parent();
     abort_on_panic();
     return_large_buffers_to_the_kernel();
     // The flusher and courier may run on any of the handlers' CPUs.
-    pin(slot, "worker", cpus);
+    pin("worker", cpus);
     let timeouts = settings.database_timeouts();
     let pool = store::config(&settings.database_url, timeouts)
         .and_then(|target| store::pool(target, settings.threads as u32 + 1, timeouts));
     let pool = match pool {
         Ok(pool) => pool,
         Err(e) => {
-            log(format_args!("worker {slot}: {e}"));
+            tracing::error!("{e}");
             return EXIT_DATABASE_UNAVAILABLE;
         }
     };
@@ -38,7 +41,7 @@ pub fn run(listener: TcpListener, slot: usize, cpus: &[usize], settings: &Settin
     let intake = match Intake::new(listener, settings.intake_limits()) {
         Ok(intake) => std::sync::Arc::new(intake),
         Err(e) => {
-            log(format_args!("worker {slot}: cannot start the intake: {e}"));
+            tracing::error!("cannot start the intake: {e}");
             return 1;
         }
     };
@@ -61,13 +64,13 @@ pub fn run(listener: TcpListener, slot: usize, cpus: &[usize], settings: &Settin
             let (cpu, placed) = (cpus.get(i).copied(), placed.clone());
             handlers.push(spawn(format!("handler-{i}"), move || {
                 if let Some(cpu) = cpu {
-                    pin(slot, &format!("handler {i}"), &[cpu]);
+                    pin(&format!("handler {i}"), &[cpu]);
                 }
                 placed.wait();
                 let outcome = handler.run(&intake, awaiting, courier);
                 if let Err(e) = &outcome {
                     // The worker stops as a whole, and its supervisor replaces it.
-                    log(format_args!("worker {slot}: intake failed: {e}"));
+                    tracing::error!("intake failed: {e}");
                     signals::stop_this_process();
                 }
                 outcome.is_ok()
@@ -80,7 +83,7 @@ pub fn run(listener: TcpListener, slot: usize, cpus: &[usize], settings: &Settin
     let (stages, handlers) = match started {
         Ok(threads) => threads,
         Err(e) => {
-            log(format_args!("worker {slot}: cannot start: {e}"));
+            tracing::error!("cannot start: {e}");
             return 1;
         }
     };
@@ -97,14 +100,12 @@ pub fn run(listener: TcpListener, slot: usize, cpus: &[usize], settings: &Settin
 }
 
 /// Confines the calling thread, and the threads it starts later, to `cpus` (if any).
-fn pin(slot: usize, who: &str, cpus: &[usize]) {
+fn pin(who: &str, cpus: &[usize]) {
     if cpus.is_empty() {
         return;
     }
     if let Err(e) = affinity::pin_to(cpus) {
-        log(format_args!(
-            "worker {slot}: cannot pin {who} to CPUs {cpus:?}: {e}"
-        ));
+        tracing::warn!("cannot pin {who} to CPUs {cpus:?}: {e}");
     }
 }
 
@@ -112,7 +113,11 @@ fn spawn<T: Send + 'static>(
     name: String,
     body: impl FnOnce() -> T + Send + 'static,
 ) -> std::io::Result<std::thread::JoinHandle<T>> {
-    std::thread::Builder::new().name(name).spawn(body)
+    let process = tracing::Span::current();
+    std::thread::Builder::new().name(name).spawn(move || {
+        let _process = process.entered();
+        body()
+    })
 }
 
 /// Asks the kernel to stop this worker when the supervisor dies, so that no orphan
