@@ -1,6 +1,8 @@
-//! libpq's conventions for a password the connection URL leaves out: `PGPASSWORD`,
-//! then the password file (`PGPASSFILE`, or `~/.pgpass`), so that an operator keeps
-//! the password out of the URL, the process list and `--help` as with psql.
+//! Where a password the connection URL leaves out comes from: a secret file named by
+//! `DATABASE_PASSWORD_FILE` (as containers are given secrets), else libpq's
+//! conventions, `PGPASSWORD` and then the password file (`PGPASSFILE`, or
+//! `~/.pgpass`), so that an operator keeps the password out of the URL, the process
+//! list and `--help` as with psql.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -16,11 +18,15 @@ pub struct Lookup<'a> {
     pub user: &'a str,
 }
 
-/// The password for `lookup`: `PGPASSWORD` if set, else the first line of the password
-/// file that matches the first host it can (libpq looks per host; one session setting
-/// holds one password). `Ok(None)` when there is none; an error for a password file
-/// that others may read, which libpq too refuses to use.
+/// The password for `lookup`: the content of `DATABASE_PASSWORD_FILE` if set, else
+/// `PGPASSWORD` if set, else the first line of the password file that matches the
+/// first host it can (libpq looks per host; one session setting holds one password).
+/// `Ok(None)` when there is none; an error for a secret file that cannot be read, or a
+/// password file that others may read, which libpq too refuses to use.
 pub fn find(lookup: &Lookup) -> Result<Option<String>, String> {
+    if let Some(path) = std::env::var_os("DATABASE_PASSWORD_FILE") {
+        return secret_file(Path::new(&path)).map(Some);
+    }
     if let Some(password) = std::env::var_os("PGPASSWORD") {
         return Ok(Some(password.to_string_lossy().into_owned()));
     }
@@ -43,6 +49,24 @@ pub fn find(lookup: &Lookup) -> Result<Option<String>, String> {
         .hosts
         .iter()
         .find_map(|(host, port)| matching_password(&text, host, *port, lookup)))
+}
+
+/// A file holding the password alone, as Docker and Kubernetes mount a secret: read
+/// whole but for a final line break. Its permissions are not checked as a password
+/// file's are: a secret mounted for a container's unprivileged user is commonly
+/// readable by every user of the container, of which there is one.
+fn secret_file(path: &Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read DATABASE_PASSWORD_FILE {}: {e}", path.display()))?;
+    let password = text.strip_suffix('\n').unwrap_or(&text);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    if password.is_empty() {
+        return Err(format!(
+            "DATABASE_PASSWORD_FILE {} is empty",
+            path.display()
+        ));
+    }
+    Ok(password.to_string())
 }
 
 fn passfile_path() -> Option<PathBuf> {

@@ -40,6 +40,11 @@ const RUN_ELSEWHERE: &[(&str, &str, &str)] = &[
         "by CI, and by scripts/fresh-machine-check on a fresh Debian 12",
     ),
     (
+        "scripts/compose-secrets",
+        "tests/compose.rs",
+        "into a scratch folder, its passwords then used as the compose file uses them",
+    ),
+    (
         "docker compose",
         "scripts/test",
         "docker-compose config validates the compose file (no Docker engine on the development machines)",

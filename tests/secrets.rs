@@ -20,6 +20,7 @@ fn server(args: &[&str], env: &[(&str, &str)]) -> Output {
         .env_remove("DATABASE_URL")
         .env_remove("PGPASSWORD")
         .env_remove("PGPASSFILE")
+        .env_remove("DATABASE_PASSWORD_FILE")
         .env("HOME", "/nonexistent");
     for (name, value) in env {
         command.env(name, value);
@@ -117,6 +118,31 @@ fn a_url_without_a_password_takes_it_as_psql_would_and_no_error_shows_it() {
         .output()
         .expect("run the audit");
     assert!(audit.status.success(), "{}", output_text(&audit));
+
+    // DATABASE_PASSWORD_FILE, a secret as Docker mounts one: the password alone, with a
+    // line break, readable by all; it wins over PGPASSWORD.
+    let secret = scratch.join("secret");
+    std::fs::write(&secret, format!("{PASSWORD}\n")).expect("secret");
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).expect("chmod 644");
+    let secret_path = secret.to_str().expect("a path");
+    let by_secret = server(
+        &["migrate", "--database-url", &url],
+        &[
+            ("DATABASE_PASSWORD_FILE", secret_path),
+            ("PGPASSWORD", "wrong"),
+        ],
+    );
+    assert!(by_secret.status.success(), "{}", output_text(&by_secret));
+    let missing = server(
+        &["migrate", "--database-url", &url],
+        &[("DATABASE_PASSWORD_FILE", "/nonexistent/secret")],
+    );
+    assert!(!missing.status.success());
+    assert!(
+        output_text(&missing).contains("cannot read DATABASE_PASSWORD_FILE /nonexistent/secret"),
+        "{}",
+        output_text(&missing)
+    );
 
     // ~/.pgpass.
     std::fs::copy(&passfile, scratch.join(".pgpass")).expect("copy");
