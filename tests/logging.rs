@@ -194,3 +194,40 @@ fn rust_log_filters_the_text_log_and_the_threshold_holds_back_quick_requests() {
     assert!(start.contains(" metrics=off"), "{start}");
     assert!(server.stop().success());
 }
+
+#[test]
+fn an_eviction_is_logged_with_the_limit_that_was_hit_and_its_value() {
+    let url = fresh_database("log_limit");
+    let server = Server::start_under(&[], &url, 1, &["--connections-max", "2"]);
+    // Connections that start a request and never finish it: the third and later evict
+    // the oldest.
+    let stalled: Vec<std::net::TcpStream> = (0..5)
+        .map(|_| {
+            let mut stream = std::net::TcpStream::connect(server.addr).expect("connect");
+            std::io::Write::write_all(&mut stream, b"100\n<create>").expect("write");
+            std::thread::sleep(Duration::from_millis(50));
+            stream
+        })
+        .collect();
+    // The intake reports its counters at most once every 10 s.
+    let deadline = Instant::now() + Duration::from_secs(25);
+    let line = loop {
+        let log = server.log_text();
+        if let Some(line) = log.lines().find(|l| l.contains("evicted for room")) {
+            break line.to_string();
+        }
+        assert!(Instant::now() < deadline, "no eviction logged:\n{log}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(is_text_line(&line, "WARN"), "{line}");
+    assert!(line.contains("--connections-max 2,"), "{line}");
+    assert!(line.contains("worker{slot=0 pid="), "{line}");
+    let evicted: u64 = line
+        .split("intake: ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .expect("a count of evictions");
+    assert!(evicted >= 3, "{line}");
+    drop(stalled);
+}

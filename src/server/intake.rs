@@ -468,11 +468,17 @@ impl Intake {
         ]
         .map(|end| ended[end as usize].load(Ordering::Relaxed));
         if now != reported.1 {
+            let limits = &self.limits;
             tracing::warn!(
-                "intake: {} connections evicted for room, {} not complete in time, \
-                 {} requests dropped unexecuted (too late or client gone), since start",
+                "intake: {} connections evicted for room (limits: --connections-max {}, \
+                 --pending-bytes-max {} bytes), {} not complete within \
+                 --request-timeout-ms {}, {} requests dropped unexecuted (too late or \
+                 client gone), since start",
                 now[0],
+                limits.connections_max,
+                limits.pending_bytes_max,
                 now[1],
+                limits.request_timeout.as_millis(),
                 now[2]
             );
         }
