@@ -69,7 +69,7 @@ fn a_barrier_burst_of_sixty_clients_conserves_everything() {
     const CLIENTS: usize = 60;
     const REQUESTS: usize = 25;
     let s = server.clone();
-    let operations: Vec<usize> = burst(CLIENTS, move |client| {
+    let answered: Vec<(usize, usize)> = burst(CLIENTS, move |client| {
         let mut rng = SmallRng::seed_from_u64(client as u64);
         let mut mine: Vec<(usize, String)> = Vec::new();
         let mut operations = 0;
@@ -111,10 +111,17 @@ fn a_barrier_burst_of_sixty_clients_conserves_everything() {
             }
             operations += ops;
         }
-        operations
+        (operations, mine.len())
     });
-    let total: usize = operations.iter().sum();
-    assert!(total >= CLIENTS * REQUESTS);
+    // Every operation was answered, and every order answered "opened" is in the book.
+    let sent: usize = answered.iter().map(|(operations, _)| operations).sum();
+    assert!(sent >= CLIENTS * REQUESTS);
+    let opened: usize = answered.iter().map(|(_, opened)| opened).sum();
+    let in_book = count(&server.url, "SELECT count(*) FROM orders");
+    assert_eq!(
+        in_book as usize, opened,
+        "orders in the database against answers 'opened'"
+    );
     let trades = count(&server.url, "SELECT count(*) FROM trades");
     assert!(trades > 100, "the burst should trade a lot, saw {trades}");
     audit_holds(&server.url);

@@ -53,8 +53,23 @@ mod tests {
         assert!(cpus_for_slot(&[], 0, 2).is_empty());
     }
 
+    /// The kernel's own account of this process's CPUs, as `taskset -p` shows it.
     #[test]
-    fn this_process_may_run_somewhere() {
-        assert!(!allowed_cpus().is_empty());
+    fn the_allowed_cpus_are_those_the_kernel_lists() {
+        let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+        let list = status
+            .lines()
+            .find_map(|line| line.strip_prefix("Cpus_allowed_list:"))
+            .expect("Cpus_allowed_list")
+            .trim();
+        let listed: Vec<usize> = list
+            .split(',')
+            .flat_map(|range| {
+                let (first, last) = range.split_once('-').unwrap_or((range, range));
+                let number = |n: &str| n.parse::<usize>().expect("a CPU number");
+                number(first)..=number(last)
+            })
+            .collect();
+        assert_eq!(allowed_cpus(), listed);
     }
 }
