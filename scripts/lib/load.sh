@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # Shared by scripts/bench, scripts/scale and scripts/compare-builds, which run the
 # server under `exchange-client load`: preparing a database, waiting for the server's
-# port, and reading the load's `--json` report.
+# port, and reading the load's `--json` report (with jq).
 
 # await_port PORT: returns once something accepts connections on 127.0.0.1:PORT
 # (or after 10 s; the load that follows then reports the failure).
@@ -12,11 +12,16 @@ await_port() {
     done
 }
 
+# require_jq: installs jq, which reads the load's JSON report, if it is missing.
+require_jq() {
+    command -v jq >/dev/null 2>&1 || apt_install jq
+}
+
 # report_field NAME: the number NAME holds in the JSON report on standard input.
-report_field() { sed -E "s/.*\"$1\":([0-9.]+).*/\1/"; }
+report_field() { jq -r ".$1"; }
 
 # report_latency NAME: latency_ms.NAME (p50, p99, ...) of the JSON report on standard input.
-report_latency() { sed -E "s/.*\"latency_ms\":\{[^}]*\"$1\":([0-9.]+).*/\1/"; }
+report_latency() { jq -r ".latency_ms.$1"; }
 
 # migrate_db SERVER_BIN URL: brings URL's schema to SERVER_BIN's version. Builds from
 # before `exchange-server migrate` applied their schema at start, and are left to.

@@ -3,11 +3,18 @@
 # PostgreSQL, and create, start and stop a private cluster in a data directory of ours.
 # Source it; it defines functions and changes nothing until one is called.
 
+# The bin directory of the newest PostgreSQL the distribution's packages installed, or
+# nothing.
+newest_pg_bindir() {
+    local dirs=(/usr/lib/postgresql/*/bin)
+    [ -d "${dirs[0]}" ] || return 0
+    printf "%s\n" "${dirs[@]}" | sort -V | tail -n 1
+}
+
 # Prints the directory holding initdb/pg_ctl/pgbench, installing PostgreSQL if absent.
 pg_bindir() {
     local dir
-    # || true: with no PostgreSQL, ls fails, and under pipefail that would end the caller.
-    dir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
+    dir=$(newest_pg_bindir)
     if [ -z "$dir" ] && command -v pg_config >/dev/null 2>&1 && [ -x "$(pg_config --bindir)/initdb" ]; then
         dir=$(pg_config --bindir)
     fi
@@ -19,7 +26,7 @@ pg_bindir() {
         echo "create_main_cluster = false" |
             as_root tee /etc/postgresql-common/createcluster.d/exchange-no-main-cluster.conf >/dev/null
         apt_install postgresql postgresql-contrib || return 1
-        dir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
+        dir=$(newest_pg_bindir)
     fi
     [ -n "$dir" ] || { echo "cannot find or install PostgreSQL" >&2; return 1; }
     echo "$dir"
