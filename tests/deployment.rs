@@ -217,9 +217,15 @@ impl Formation {
         self.keepers.push(keeper);
     }
 
+    /// The monitor as the keepers reach it. The TCP bounds matter: a keeper whose call
+    /// to the monitor is under way when its host is cut off would otherwise wait in TCP
+    /// retransmission for about 15 minutes, and its primary, which no longer hears
+    /// from anyone, would not stop itself after the partition timeout.
     fn monitor_url(&self) -> String {
         format!(
-            "postgres://autoctl_node@{}:{MONITOR_PORT}/pg_auto_failover?sslmode=disable",
+            "postgres://autoctl_node@{}:{MONITOR_PORT}/pg_auto_failover?sslmode=disable\
+             &connect_timeout=2&keepalives_idle=1&keepalives_interval=1&keepalives_count=2\
+             &tcp_user_timeout=3000",
             self.monitor.address
         )
     }
@@ -837,8 +843,20 @@ fn the_deployment_keeps_every_acknowledged_order_through_server_and_database_fai
         app2.kill_all();
         let _ = second.child.wait();
         // Until its last process is gone the listening socket still takes connections,
-        // which then die with it: those are in flight at the kill too.
+        // which then die with it: those are in flight at the kill too. A dying process
+        // leaves its host's list of processes a moment before the kernel closes its
+        // files, so the end is when the port refuses.
         wait_for(|| !app2.has_processes(), "the killed host's end");
+        let app2_port: std::net::SocketAddr = format!("{}:{EXCHANGE_PORT}", app2.address)
+            .parse()
+            .expect("an address");
+        wait_for(
+            || {
+                std::net::TcpStream::connect_timeout(&app2_port, Duration::from_millis(200))
+                    .is_err()
+            },
+            "the killed host's port to refuse",
+        );
         let gone = Instant::now();
         pause(2);
         second = start_server(&app2, &url);
