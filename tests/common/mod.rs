@@ -586,3 +586,20 @@ pub fn balance(url: &str, account: &str) -> String {
         .expect("account row");
     normalize(row.get(0))
 }
+
+/// Runs a load of 4 connections for a second: every request is answered (more than
+/// 20), and none is refused for want of a database privilege.
+pub fn serves_a_second_without_permission_errors(server: &Server, prefix: &str) {
+    let load = Load::start(server, 4, prefix);
+    std::thread::sleep(Duration::from_secs(1));
+    let outcomes = load.finish();
+    assert!(outcomes.len() > 20, "{} requests", outcomes.len());
+    let failed: Vec<_> = outcomes
+        .iter()
+        .filter(|(_, o)| match o {
+            Outcome::Answered { errors } => errors.iter().any(|e| e.contains("permission")),
+            _ => true,
+        })
+        .collect();
+    assert!(failed.is_empty(), "{failed:?}");
+}
