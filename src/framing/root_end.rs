@@ -72,8 +72,35 @@ impl RootEnd {
 
     /// Takes one byte; true if it ended the root element.
     fn step(&mut self, byte: u8) -> bool {
+        match (self.state, byte) {
+            (State::StartTag { quote: None, slash }, b'>') => {
+                self.state = State::Text;
+                if slash {
+                    return self.depth == 0;
+                }
+                self.depth += 1;
+                false
+            }
+            (State::EndTag, b'>') => {
+                self.state = State::Text;
+                // An end tag with nothing open ends the document too: the parser refuses it.
+                self.depth = self.depth.saturating_sub(1);
+                self.depth == 0
+            }
+            (state, byte) => {
+                self.state = state.next(byte);
+                false
+            }
+        }
+    }
+}
+
+impl State {
+    /// The state after `byte`, for every byte that does not close an element (those
+    /// are [`RootEnd::step`]'s, which counts the depth).
+    fn next(self, byte: u8) -> State {
         use State::*;
-        self.state = match (self.state, byte) {
+        match (self, byte) {
             (Text, b'<') => Open,
             (Text, _) => Text,
             (Open, b'/') => EndTag,
@@ -92,24 +119,10 @@ impl RootEnd {
                 quote: Some(q),
                 slash: false,
             },
-            (StartTag { quote: None, slash }, b'>') => {
-                self.state = Text;
-                if slash {
-                    return self.depth == 0;
-                }
-                self.depth += 1;
-                return false;
-            }
             (StartTag { quote: None, .. }, b) => StartTag {
                 quote: None,
                 slash: b == b'/',
             },
-            (EndTag, b'>') => {
-                self.state = Text;
-                // An end tag with nothing open ends the document too: the parser refuses it.
-                self.depth = self.depth.saturating_sub(1);
-                return self.depth == 0;
-            }
             (EndTag, _) => EndTag,
             (Instruction { question: true }, b'>') => Text,
             (Instruction { .. }, b) => Instruction {
@@ -143,12 +156,9 @@ impl RootEnd {
             (CData { brackets: 2 }, b'>') => Text,
             (CData { .. }, _) => CData { brackets: 0 },
             (state @ Declaration { .. }, b) => state.after(b),
-        };
-        false
+        }
     }
-}
 
-impl State {
     /// A declaration's next state after `byte` (the declaration state machine alone).
     fn after(self, byte: u8) -> State {
         let State::Declaration { quote, brackets } = self else {

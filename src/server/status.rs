@@ -65,30 +65,39 @@ pub fn run(listener: TcpListener, settings: &Settings) -> i32 {
                 continue;
             }
         };
-        let (code, body) = match request.url() {
-            "/metrics" => (200, exposition::render(shared)),
-            "/live" => (200, "live\n".to_string()),
-            "/ready" => match readiness(shared, &database) {
-                Ok(()) => (200, "ready\n".to_string()),
-                Err(why) => (503, format!("not ready: {why}\n")),
-            },
-            _ => (
-                404,
-                "not found: try /metrics, /live or /ready\n".to_string(),
-            ),
-        };
-        let content_type = if request.url() == "/metrics" {
-            "text/plain; version=0.0.4; charset=utf-8"
-        } else {
-            "text/plain; charset=utf-8"
-        };
-        let response = tiny_http::Response::from_string(body)
-            .with_status_code(code)
-            .with_header(header("Content-Type", content_type));
         // A scraper that went away is its own concern.
+        let response = answer(request.url(), shared, &database);
         let _ = request.respond(response);
     }
     0
+}
+
+/// The answer to a GET of `path`.
+fn answer(
+    path: &str,
+    shared: &'static Shared,
+    database: &Mutex<Result<(), String>>,
+) -> tiny_http::Response<std::io::Cursor<Vec<u8>>> {
+    let (code, body) = match path {
+        "/metrics" => (200, exposition::render(shared)),
+        "/live" => (200, "live\n".to_string()),
+        "/ready" => match readiness(shared, database) {
+            Ok(()) => (200, "ready\n".to_string()),
+            Err(why) => (503, format!("not ready: {why}\n")),
+        },
+        _ => (
+            404,
+            "not found: try /metrics, /live or /ready\n".to_string(),
+        ),
+    };
+    let content_type = if path == "/metrics" {
+        "text/plain; version=0.0.4; charset=utf-8"
+    } else {
+        "text/plain; charset=utf-8"
+    };
+    tiny_http::Response::from_string(body)
+        .with_status_code(code)
+        .with_header(header("Content-Type", content_type))
 }
 
 fn header(name: &str, value: &str) -> tiny_http::Header {

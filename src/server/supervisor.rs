@@ -39,51 +39,76 @@ struct Slot {
 pub fn run(settings: Settings) -> ExitCode {
     let _process = tracing::error_span!("supervisor", pid = std::process::id()).entered();
     answered::log_slower_than(settings.slow_request_ms);
+    let Some(mut running) = start(&settings) else {
+        return ExitCode::FAILURE;
+    };
+    announce(&running, &settings);
+    supervise(&mut running, &settings);
+    shut_down(running, &settings);
+    ExitCode::SUCCESS
+}
+
+/// What the supervisor holds while it runs.
+struct Running {
+    /// The exchange's port; None once closed for a stop.
+    listener: Option<TcpListener>,
+    status: Status,
+    slots: Vec<Slot>,
+    /// The CPUs this process may run on.
+    allowed: Vec<usize>,
+}
+
+/// Everything before the first fork, each step logged when it fails: the settings,
+/// the listeners, the shared counters, the database, the signal handlers.
+fn start(settings: &Settings) -> Option<Running> {
     if let Err(why) = settings.check() {
         tracing::error!("{why}");
-        return ExitCode::FAILURE;
+        return None;
     }
     raise_open_files_limit();
-    let mut listener = match bind(&settings) {
-        Ok(listener) => Some(listener),
-        Err(e) => {
-            tracing::error!("cannot listen on {}:{}: {e}", settings.bind, settings.port);
-            return ExitCode::FAILURE;
-        }
-    };
+    let listener = bind(settings)
+        .inspect_err(|e| {
+            tracing::error!("cannot listen on {}:{}: {e}", settings.bind, settings.port)
+        })
+        .ok()?;
     let allowed = affinity::allowed_cpus();
     let workers = settings.workers_for(allowed.len());
-    let mut status = match Status::bind(&settings) {
-        Ok(status) => status,
-        Err(e) => {
+    let status = Status::bind(settings)
+        .inspect_err(|e| {
             tracing::error!(
                 "cannot listen for metrics on {}:{}: {e}",
                 settings.metrics_bind,
                 settings.metrics_port.unwrap_or_default()
-            );
-            return ExitCode::FAILURE;
-        }
-    };
-    if let Err(e) = metrics::map(workers) {
-        tracing::error!("cannot map the shared counters: {e}");
-        return ExitCode::FAILURE;
-    }
-    if let Err(why) = check_database(&settings, workers) {
+            )
+        })
+        .ok()?;
+    metrics::map(workers)
+        .inspect_err(|e| tracing::error!("cannot map the shared counters: {e}"))
+        .ok()?;
+    if let Err(why) = check_database(settings, workers) {
         if !why.is_empty() {
             tracing::error!("{why}");
         }
-        return ExitCode::FAILURE;
+        return None;
     }
-    if let Err(e) = signals::install_stop_handlers() {
-        tracing::error!("cannot install signal handlers: {e}");
-        return ExitCode::FAILURE;
-    }
+    signals::install_stop_handlers()
+        .inspect_err(|e| tracing::error!("cannot install signal handlers: {e}"))
+        .ok()?;
+    Some(Running {
+        listener: Some(listener),
+        status,
+        slots: slots(settings, &allowed, workers),
+        allowed,
+    })
+}
 
+/// One slot per worker, each with its handlers' CPUs when pinned.
+fn slots(settings: &Settings, allowed: &[usize], workers: usize) -> Vec<Slot> {
     let now = Instant::now();
-    let mut slots: Vec<Slot> = (0..workers)
+    (0..workers)
         .map(|i| Slot {
             cpus: if settings.pin {
-                affinity::cpus_for_slot(&allowed, i, settings.threads)
+                affinity::cpus_for_slot(allowed, i, settings.threads)
             } else {
                 Vec::new()
             },
@@ -92,31 +117,50 @@ pub fn run(settings: Settings) -> ExitCode {
             start_after: now,
             quick_failures: 0,
         })
-        .collect();
-    let address = listener
+        .collect()
+}
+
+/// The start line: where the server listens, its processes and CPUs, its database.
+fn announce(running: &Running, settings: &Settings) {
+    let address = running
+        .listener
         .as_ref()
         .and_then(|l| l.local_addr().ok())
         .map_or_else(|| "?".into(), |a| a.to_string());
     let placement = if settings.pin {
-        let cpus: Vec<String> = slots.iter().map(|s| format!("{:?}", s.cpus)).collect();
+        let cpus: Vec<String> = running
+            .slots
+            .iter()
+            .map(|s| format!("{:?}", s.cpus))
+            .collect();
         format!("handlers pinned to CPUs {}", cpus.join(" "))
     } else {
-        format!("on CPUs {allowed:?}")
+        format!("on CPUs {:?}", running.allowed)
     };
     // On stdout, so that scripts and tests can learn the port when it was 0.
     println!("listening on {address}");
     let plural = |n: usize| if n == 1 { "" } else { "s" };
+    let workers = running.slots.len();
     tracing::info!(
         listen = %address,
         database = %store::describe(&settings.database_url),
         schema = crate::migrations::latest(),
-        metrics = %status.address().map_or_else(|| "off".to_string(), |a| format!("http://{a}/metrics")),
+        metrics = %running.status.address().map_or_else(|| "off".to_string(), |a| format!("http://{a}/metrics")),
         "{workers} worker{} x {} handler thread{}, {placement}",
         plural(workers),
         settings.threads,
         plural(settings.threads)
     );
+}
 
+/// Reconciles the processes wanted with the ones alive, until a stop is requested.
+fn supervise(running: &mut Running, settings: &Settings) {
+    let Running {
+        listener,
+        status,
+        slots,
+        ..
+    } = running;
     while !signals::stop_requested() {
         if signals::hangup_received() {
             tracing::warn!(
@@ -124,15 +168,25 @@ pub fn run(settings: Settings) -> ExitCode {
                  error; restart to change settings (SIGTERM stops gracefully)"
             );
         }
-        reap(&mut slots, &mut status);
+        reap(slots, status);
         for (index, slot) in slots.iter_mut().enumerate() {
             if slot.pid.is_none() && Instant::now() >= slot.start_after {
-                spawn(&mut listener, index, slot, &settings);
+                spawn(listener, index, slot, settings);
             }
         }
-        status.spawn_if_due(&mut listener, &settings);
+        status.spawn_if_due(listener, settings);
         std::thread::sleep(TICK);
     }
+}
+
+/// Stops the status process, then lets the workers finish what they hold.
+fn shut_down(running: Running, settings: &Settings) {
+    let Running {
+        listener,
+        mut status,
+        mut slots,
+        ..
+    } = running;
     // Closed here first, so that once the workers close theirs new connections are refused
     // instead of waiting in a backlog nobody will accept from.
     drop(listener);
@@ -141,7 +195,6 @@ pub fn run(settings: Settings) -> ExitCode {
         let _ = waitpid(pid, None);
     }
     stop(&mut slots, Duration::from_millis(settings.grace_period_ms));
-    ExitCode::SUCCESS
 }
 
 /// The status process (`status`), when `--metrics-port` asks for one.
