@@ -1,13 +1,18 @@
 //! A stock-exchange matching server: length-framed XML over TCP, PostgreSQL as the
 //! book of record, a prefork supervisor with pinned workers.
 //!
-//! A request flows through stages that are each a plain function:
-//! [`framing::examine`] -> [`protocol::parse`] -> [`exchange::execute`] -> [`protocol::render`],
-//! and the answer goes out once [`exchange::settle`] (or a worker's flusher) has made
-//! its commits durable.
+//! The production path of a request, one module per stage: a worker's handler thread
+//! takes it from [`server::intake`] (which frames it with [`framing::examine`]), then
+//! [`protocol::parse`] -> [`command::check`] (every rule the request alone can break)
+//! -> [`exchange::execute`] (the database, through [`store`]) -> [`protocol::render`],
+//! and [`durability`] sends the answer once its commits are on disk, through
+//! [`server::courier`].
 
 #[cfg(feature = "full")]
 pub mod audit;
+pub mod command;
+#[cfg(feature = "full")]
+pub mod durability;
 #[cfg(feature = "full")]
 pub mod exchange;
 pub mod framing;

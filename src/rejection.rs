@@ -1,5 +1,9 @@
-//! Every business rejection the exchange can answer, with the sentence the client reads,
-//! and how a client tells a failure of the service from a rejection of its request.
+//! What an operation's `<error>` says, in two kinds kept apart: a business rejection of
+//! what was asked ([`Rejection`]) and a failure of the service ([`ServiceFailure`]), with
+//! the sentence the client reads and how a client tells the two apart.
+//!
+//! (A third kind, a broken invariant, is no answer at all: the code asserts, and the
+//! worker dies and is replaced.)
 
 use crate::number::NumberError;
 use std::fmt;
@@ -55,7 +59,9 @@ pub fn reason_index(text: &str) -> usize {
         .unwrap_or(REASONS.len() - 1)
 }
 
-/// Why one operation was not carried out. Rendered as the text of an `<error>`.
+/// Why one operation was refused on its merits: the request, or the book as it stands,
+/// does not allow it. Rendered as the text of an `<error>`; the client should not send
+/// the same operation again unchanged.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Rejection {
     AccountIdInvalid,
@@ -80,13 +86,48 @@ pub enum Rejection {
     /// The error's echo of what the request sent would take the whole answer past
     /// this many bytes: the error goes without it.
     AnswerTooLarge(usize),
+}
+
+/// Why one operation was not carried out, or not confirmed, for a failure of the
+/// service rather than of the request: the client may send it again (after a query,
+/// if the outcome is unknown). Rendered as the text of an `<error>`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServiceFailure {
     /// The database failed; this operation did not run.
-    ServiceUnavailable(String),
+    Unavailable(String),
     /// The connection to the database broke while this operation ran: it may or may
     /// not have taken effect, and the server cannot tell which.
     OutcomeUnknown(String),
     /// An earlier operation of the same request met a database failure.
-    NotExecuted,
+    AfterEarlierFailure,
+}
+
+/// Why one operation answers an `<error>`: either kind.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    Rejected(Rejection),
+    Failed(ServiceFailure),
+}
+
+impl From<Rejection> for Refusal {
+    fn from(rejection: Rejection) -> Refusal {
+        Refusal::Rejected(rejection)
+    }
+}
+
+impl From<ServiceFailure> for Refusal {
+    fn from(failure: ServiceFailure) -> Refusal {
+        Refusal::Failed(failure)
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::Rejected(rejection) => rejection.fmt(f),
+            Refusal::Failed(failure) => failure.fmt(f),
+        }
+    }
 }
 
 impl fmt::Display for Rejection {
@@ -123,12 +164,19 @@ impl fmt::Display for Rejection {
                 "answer too large: this error's reason, which echoes the request, would \
                  take the answer past {bytes_max} bytes"
             ),
-            ServiceUnavailable(why) => write!(f, "{NOT_EXECUTED}: {why}"),
-            OutcomeUnknown(why) => write!(
+        }
+    }
+}
+
+impl fmt::Display for ServiceFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServiceFailure::Unavailable(why) => write!(f, "{NOT_EXECUTED}: {why}"),
+            ServiceFailure::OutcomeUnknown(why) => write!(
                 f,
                 "{OUTCOME_UNKNOWN}: {why}; the operation may have taken effect (query to find out)"
             ),
-            NotExecuted => write!(
+            ServiceFailure::AfterEarlierFailure => write!(
                 f,
                 "{NOT_EXECUTED}: an earlier operation of this request met a database failure"
             ),
@@ -144,9 +192,9 @@ mod tests {
     #[test]
     fn only_database_failures_read_as_failures_of_the_service() {
         let failures = [
-            ServiceUnavailable("database unavailable: refused".into()),
-            OutcomeUnknown("database connection lost: closed".into()),
-            NotExecuted,
+            ServiceFailure::Unavailable("database unavailable: refused".into()),
+            ServiceFailure::OutcomeUnknown("database connection lost: closed".into()),
+            ServiceFailure::AfterEarlierFailure,
         ];
         let rejections = [
             AccountIdInvalid,
@@ -170,9 +218,13 @@ mod tests {
             MissingAttribute("id"),
             AnswerTooLarge(1),
         ];
-        for failure in failures.iter().chain(&rejections) {
-            let label = REASONS[reason_index(&failure.to_string())].0;
-            assert_ne!(label, "other", "{failure:?} has no reason label");
+        let texts = failures
+            .iter()
+            .map(ToString::to_string)
+            .chain(rejections.iter().map(ToString::to_string));
+        for text in texts {
+            let label = REASONS[reason_index(&text)].0;
+            assert_ne!(label, "other", "{text:?} has no reason label");
         }
         for failure in failures {
             assert!(is_service_failure(&failure.to_string()), "{failure:?}");

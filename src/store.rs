@@ -5,13 +5,13 @@
 //! each called as one statement and so as one database transaction. Deadlocks and
 //! serialization failures are retried here, in [`Session::retrying`], and nowhere else.
 //! (A session the server ended is another matter: it needs a new connection, so
-//! `exchange::Run::attempt` replaces it and runs the operation once more.)
+//! `durability::Connection::run` replaces it and runs the operation once more.)
 //!
 //! Durability is deferred to the end of a request. Each write commits without waiting
 //! for its WAL to reach disk, so it releases its symbol's lock (and its rows) at once
 //! instead of holding them through an fsync; before the request is answered,
 //! [`Session::make_durable`] waits until the WAL holds everything the request wrote or
-//! read (in the server, once for many requests: see `server::flusher`). A client is
+//! read (in the server, once for many requests: see `durability`). A client is
 //! never told of a result that a crash could take back.
 
 use crate::model::{AccountId, Fill, OrderId, OrderState, Symbol};
@@ -52,20 +52,53 @@ impl Default for DatabaseTimeouts {
 #[derive(Debug)]
 pub enum StoreError {
     /// The database could not be reached or the connection broke.
-    Unavailable(String),
+    Unavailable(Cause),
     /// The server ended the session (a restart or an administrator): the statement was
     /// rolled back or never ran, so it may run again on a new connection.
-    SessionEnded(String),
+    SessionEnded(Cause),
     /// The connection broke while a statement was under way: it may have committed
     /// before the answer was lost, or not at all.
-    ConnectionLost(String),
+    ConnectionLost(Cause),
     /// Anything else the database refused (a timeout, a retried deadlock that persisted).
-    Failed(String),
+    Failed(Cause),
     /// The wait for durability returned with a warning: the commits are on this server
     /// but may not be on its synchronous standby, so a failover may lose them.
     NotConfirmed(String),
     /// The database's schema is not at this server's version.
     Schema(String),
+}
+
+/// What a failure came from: PostgreSQL's own error, kept whole (its SQLSTATE, message
+/// and the I/O error under it), or the server's own words.
+#[derive(Debug)]
+pub enum Cause {
+    Postgres(postgres::Error),
+    Said(String),
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Cause::Postgres(e) => match (e.as_db_error(), std::error::Error::source(e)) {
+                (Some(db), _) => write!(f, "{} ({})", db.message(), db.code().code()),
+                (None, Some(cause)) => write!(f, "{e}: {cause}"),
+                (None, None) => write!(f, "{e}"),
+            },
+            Cause::Said(why) => f.write_str(why),
+        }
+    }
+}
+
+impl From<String> for Cause {
+    fn from(why: String) -> Cause {
+        Cause::Said(why)
+    }
+}
+
+impl From<&str> for Cause {
+    fn from(why: &str) -> Cause {
+        Cause::Said(why.to_string())
+    }
 }
 
 impl fmt::Display for StoreError {
@@ -83,23 +116,45 @@ impl fmt::Display for StoreError {
     }
 }
 
-impl std::error::Error for StoreError {}
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self.cause()? {
+            Cause::Postgres(e) => Some(e),
+            Cause::Said(_) => None,
+        }
+    }
+}
+
+impl StoreError {
+    fn cause(&self) -> Option<&Cause> {
+        match self {
+            StoreError::Unavailable(cause)
+            | StoreError::SessionEnded(cause)
+            | StoreError::ConnectionLost(cause)
+            | StoreError::Failed(cause) => Some(cause),
+            StoreError::NotConfirmed(_) | StoreError::Schema(_) => None,
+        }
+    }
+
+    /// The SQLSTATE PostgreSQL gave, if the failure came from it with one.
+    pub fn sqlstate(&self) -> Option<&SqlState> {
+        match self.cause()? {
+            Cause::Postgres(e) => e.code(),
+            Cause::Said(_) => None,
+        }
+    }
+}
 
 impl From<postgres::Error> for StoreError {
     fn from(e: postgres::Error) -> Self {
         crate::metrics::count_database_error(e.code().map(|code| code.code()));
-        let why = match (e.as_db_error(), std::error::Error::source(&e)) {
-            (Some(db), _) => format!("{} ({})", db.message(), db.code().code()),
-            (None, Some(cause)) => format!("{e}: {cause}"),
-            (None, None) => e.to_string(),
-        };
         let ended = [SqlState::ADMIN_SHUTDOWN, SqlState::CRASH_SHUTDOWN];
         if e.code().is_some_and(|code| ended.contains(code)) {
-            StoreError::SessionEnded(why)
+            StoreError::SessionEnded(Cause::Postgres(e))
         } else if e.is_closed() || e.as_db_error().is_none() {
-            StoreError::Unavailable(why)
+            StoreError::Unavailable(Cause::Postgres(e))
         } else {
-            StoreError::Failed(why)
+            StoreError::Failed(Cause::Postgres(e))
         }
     }
 }
@@ -194,9 +249,9 @@ impl Target {
 /// it names no password, one taken as libpq would (`passfile`): for the server, and for
 /// tools such as the audit that connect with their own settings.
 pub fn parse_url(url: &str) -> Result<Target, StoreError> {
-    let bad = |e: String| StoreError::Failed(format!("bad database URL: {e}"));
+    let bad = |e: String| StoreError::Failed(format!("bad database URL: {e}").into());
     let (url, wanted) = crate::tls::split(url).map_err(bad)?;
-    let tls = crate::tls::connector(&wanted).map_err(StoreError::Failed)?;
+    let tls = crate::tls::connector(&wanted).map_err(|e| StoreError::Failed(e.into()))?;
     let mut config = postgres::Config::from_str(&url).map_err(|e| bad(e.to_string()))?;
     if config.get_password().is_none() {
         let user = config.get_user().unwrap_or_default();
@@ -205,7 +260,7 @@ pub fn parse_url(url: &str) -> Result<Target, StoreError> {
             database: config.get_dbname().unwrap_or(user),
             user,
         };
-        let found = crate::passfile::find(&lookup).map_err(StoreError::Failed)?;
+        let found = crate::passfile::find(&lookup).map_err(|e| StoreError::Failed(e.into()))?;
         if let Some(password) = found {
             config.password(password);
         }
@@ -256,11 +311,11 @@ pub fn prepare_database(
     crate::migrations::check(&mut client)?;
     let free = free_connection_slots(&mut client)?;
     if connections as i64 > free {
-        return Err(StoreError::Failed(format!(
+        return Err(StoreError::Failed(Cause::Said(format!(
             "the server would open {connections} database connections (workers x (threads \
              + 1)), but the database has {free} free for this role and database; lower \
              --workers or --threads, or raise max_connections"
-        )));
+        ))));
     }
     Ok(())
 }
@@ -323,7 +378,7 @@ pub fn pool(
             let cause = last_error
                 .take()
                 .map_or_else(|| e.to_string(), |c| c.to_string());
-            StoreError::Unavailable(format!("cannot open {size} connections: {cause}"))
+            StoreError::Unavailable(format!("cannot open {size} connections: {cause}").into())
         })
 }
 
@@ -534,7 +589,7 @@ impl Session {
     pub fn open(pool: &Pool<Manager>) -> Result<Session, StoreError> {
         let mut client = pool
             .get()
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            .map_err(|e| StoreError::Unavailable(e.to_string().into()))?;
         let statements = Statements::prepare(&mut client)?;
         let row = client.query_one(
             "SELECT system_identifier,
@@ -642,11 +697,8 @@ impl Session {
             Some("no_account") => Placed::Refused(OrderRefusal::NoAccount),
             Some("insufficient_funds") => Placed::Refused(OrderRefusal::InsufficientFunds),
             Some("insufficient_shares") => Placed::Refused(OrderRefusal::InsufficientShares),
-            Some(other) => {
-                return Err(StoreError::Failed(format!(
-                    "place_order answered {other:?}"
-                )))
-            }
+            // The schema's function and this code are one contract (migrations/).
+            Some(other) => panic!("place_order answered {other:?}, which the server does not know"),
         };
         Ok(placed)
     }
@@ -662,9 +714,7 @@ impl Session {
             "canceled" => Ok(Canceled::Canceled),
             "not_found" => Ok(Canceled::NotFound),
             "not_open" => Ok(Canceled::NothingOpen),
-            other => Err(StoreError::Failed(format!(
-                "cancel_order answered {other:?}"
-            ))),
+            other => panic!("cancel_order answered {other:?}, which the server does not know"),
         }
     }
 

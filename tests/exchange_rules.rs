@@ -84,6 +84,22 @@ fn creating_shares_again_adds_to_the_position() {
     assert_eq!(ex.shares("1", "X"), "12.5");
 }
 
+/// docs/PROTOCOL.md, "Which error you get": what the request alone shows wrong comes
+/// before what only the database knows, however much of the request came before.
+#[test]
+fn rules_of_form_come_before_what_the_database_knows() {
+    let mut ex = Exchange::new("precedence");
+    let items = ex.tx(
+        "404",
+        r#"<order sym="S" amount="1" limit="1"/><order sym="!" amount="1" limit="1"/><query id="x"/><query id="1"/>"#,
+    );
+    let texts: Vec<&str> = items.iter().map(|i| i.text.as_str()).collect();
+    assert!(texts[0].starts_with("account does not exist"), "{texts:?}");
+    assert!(texts[1].starts_with("symbol must"), "{texts:?}");
+    assert!(texts[2].starts_with("order id must"), "{texts:?}");
+    assert!(texts[3].starts_with("account does not exist"), "{texts:?}");
+}
+
 #[test]
 fn every_child_of_a_missing_account_gets_an_error() {
     let mut ex = Exchange::new("missing_account");

@@ -17,7 +17,7 @@ pub fn log_slower_than(ms: Option<u64>) {
 
 /// A request once executed: what it was, and when and for how long the database had it.
 #[derive(Clone, Copy, Debug)]
-pub struct Executed {
+pub struct Record {
     pub kind: RequestKind,
     /// The operations its answer holds (0 when it was rejected whole).
     pub operations: usize,
@@ -28,7 +28,7 @@ pub struct Executed {
 
 /// Records that `request`'s answer goes out now, after `durability` spent waiting for
 /// the WAL on its behalf.
-pub fn record(request: &Executed, durability: Duration, stream: &TcpStream) {
+pub fn record(request: &Record, durability: Duration, stream: &TcpStream) {
     let total = request.began.elapsed();
     metrics::observe_request(total);
     if total.as_millis() < u128::from(SLOW_MS.load(Ordering::Relaxed)) {

@@ -19,7 +19,7 @@ use crate::metrics::{self, ConnectionEnd};
 use crate::protocol::{render, Response};
 use crate::server::abandoned::too_late;
 use crate::server::courier::close_politely;
-use crate::server::signals;
+use crate::server::signals::Stop;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::socket::{accept4, SockFlag};
 use std::collections::VecDeque;
@@ -48,13 +48,23 @@ pub struct IntakeLimits {
     pub pending_bytes_max: usize,
 }
 
-/// What the intake gives complete requests to: the handler thread that read them.
-pub trait Serve {
-    /// Executes one complete request and sees its answer on its way.
-    fn serve(&mut self, job: Job);
-    /// Called on every turn of the loop, and so at least once a tick, for work that
-    /// reaches the handler from elsewhere.
-    fn tend(&mut self);
+/// What one turn of a handler at the intake gave. A handler takes a turn at least once
+/// a tick, so it can see to work that reaches it from elsewhere in between.
+pub enum Turn {
+    /// A complete request, for the handler that read it to execute.
+    Request(Job),
+    /// Nothing complete this time.
+    Nothing,
+    /// A stop was requested and every pending read has ended: the handler is done.
+    Finished,
+}
+
+/// A handler's own tools at the intake, kept for its life.
+pub struct Reader {
+    /// One read buffer: zeroing 64 KiB for every read would cost more than most reads
+    /// move.
+    chunk: Vec<u8>,
+    events: [EpollEvent; 1],
 }
 
 /// How long pending reads may go on after a stop was requested.
@@ -114,11 +124,12 @@ pub struct Intake {
     limits: IntakeLimits,
     table: Mutex<Table>,
     parent: nix::unistd::Pid,
+    stop: Stop,
     reported: Mutex<(Instant, [u64; 3])>,
 }
 
 impl Intake {
-    pub fn new(listener: TcpListener, limits: IntakeLimits) -> std::io::Result<Intake> {
+    pub fn new(listener: TcpListener, limits: IntakeLimits, stop: Stop) -> std::io::Result<Intake> {
         listener.set_nonblocking(true)?;
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
         epoll.add(&listener, EpollEvent::new(EpollFlags::EPOLLIN, LISTENER))?;
@@ -141,6 +152,7 @@ impl Intake {
                 orphaned: false,
             }),
             parent: nix::unistd::getppid(),
+            stop,
             reported: Mutex::new((now, [0; 3])),
         })
     }
@@ -156,52 +168,56 @@ impl Intake {
         answer_and_close(&job.stream, &Response::Rejected(why));
     }
 
-    /// One handler's share of the work: runs until a stop is requested (or the parent
-    /// dies) and every pending read has ended.
-    pub fn run(&self, handler: &mut impl Serve) -> std::io::Result<()> {
-        // One read buffer for the thread's life: zeroing 64 KiB for every read would
-        // cost more than most reads move.
-        let mut chunk = vec![0u8; READ_CHUNK_BYTES];
-        let mut events = [EpollEvent::empty(); 1];
-        loop {
-            handler.tend();
-            metrics::note_alive();
-            let timeout = {
-                let mut table = self.lock();
-                self.watch_stop(&mut table);
-                self.resume_accepting(&mut table);
-                self.expire(&mut table, &mut chunk);
-                if table.listener.is_none() && table.held == 0 {
-                    return Ok(());
-                }
-                metrics::worker()
-                    .connections_waiting
-                    .store(table.held as u64, Ordering::Relaxed);
-                self.next_wake(&mut table)
-            };
-            self.report();
-            let millis = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
-            match self
-                .epoll
-                .wait(&mut events, EpollTimeout::from(millis.max(1)))
-            {
-                Ok(0) => continue,
-                Ok(_) => {}
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => return Err(e.into()),
-            }
-            let job = {
-                let mut table = self.lock();
-                match events[0].data() {
-                    LISTENER => self.accept(&mut table, &mut chunk),
-                    token => self.read(&mut table, token, &mut chunk),
-                }
-            };
-            if let Some(job) = job {
-                metrics::count_connection_end(ConnectionEnd::Served);
-                handler.serve(job);
-            }
+    pub fn reader(&self) -> Reader {
+        Reader {
+            chunk: vec![0u8; READ_CHUNK_BYTES],
+            events: [EpollEvent::empty(); 1],
         }
+    }
+
+    /// One turn of a handler's share of the work: one wait for an event, and one
+    /// bounded piece of work (an accept or one read) if one came. Turns end with
+    /// [`Turn::Finished`] once a stop is requested (or the parent died) and every
+    /// pending read has ended.
+    pub fn turn(&self, reader: &mut Reader) -> std::io::Result<Turn> {
+        metrics::note_alive();
+        let timeout = {
+            let mut table = self.lock();
+            self.watch_stop(&mut table);
+            self.resume_accepting(&mut table);
+            self.expire(&mut table, &mut reader.chunk);
+            if table.listener.is_none() && table.held == 0 {
+                return Ok(Turn::Finished);
+            }
+            metrics::worker()
+                .connections_waiting
+                .store(table.held as u64, Ordering::Relaxed);
+            self.next_wake(&mut table)
+        };
+        self.report();
+        let millis = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
+        match self
+            .epoll
+            .wait(&mut reader.events, EpollTimeout::from(millis.max(1)))
+        {
+            Ok(0) | Err(nix::errno::Errno::EINTR) => return Ok(Turn::Nothing),
+            Ok(_) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let job = {
+            let mut table = self.lock();
+            match reader.events[0].data() {
+                LISTENER => self.accept(&mut table, &mut reader.chunk),
+                token => self.read(&mut table, token, &mut reader.chunk),
+            }
+        };
+        Ok(match job {
+            Some(job) => {
+                metrics::count_connection_end(ConnectionEnd::Served);
+                Turn::Request(job)
+            }
+            None => Turn::Nothing,
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, Table> {
@@ -222,7 +238,7 @@ impl Intake {
             table.parent_checked = Instant::now();
             table.orphaned = table.orphaned || nix::unistd::getppid() != self.parent;
         }
-        if !(signals::stop_requested() || table.orphaned) {
+        if !(self.stop.requested() || table.orphaned) {
             return;
         }
         let Some(listener) = table.listener.take() else {

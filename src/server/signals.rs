@@ -2,6 +2,7 @@
 
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 static STOP: AtomicBool = AtomicBool::new(false);
 static HANGUP: AtomicBool = AtomicBool::new(false);
@@ -43,13 +44,38 @@ pub fn install_stop_handlers() -> nix::Result<()> {
     Ok(())
 }
 
-/// Asks this process to stop as SIGTERM would: for a worker that cannot go on.
-pub fn stop_this_process() {
-    STOP.store(true, Ordering::SeqCst);
-}
-
 pub fn stop_requested() -> bool {
     STOP.load(Ordering::SeqCst)
+}
+
+/// What tells a worker to stop: its process's SIGTERM, or, for a worker a test runs in
+/// its own process, a flag of its own.
+#[derive(Clone, Debug)]
+pub struct Stop(Option<Arc<AtomicBool>>);
+
+impl Stop {
+    /// Stops when the process is asked to (SIGTERM, SIGINT).
+    pub fn on_signal() -> Stop {
+        Stop(None)
+    }
+
+    /// Stops only when [`Stop::request`] is called on it or a clone of it.
+    pub fn own_flag() -> Stop {
+        Stop(Some(Arc::new(AtomicBool::new(false))))
+    }
+
+    /// Asks for a stop as SIGTERM would: for a worker that cannot go on, or a test.
+    pub fn request(&self) {
+        self.flag().store(true, Ordering::SeqCst);
+    }
+
+    pub fn requested(&self) -> bool {
+        self.flag().load(Ordering::SeqCst)
+    }
+
+    fn flag(&self) -> &AtomicBool {
+        self.0.as_deref().unwrap_or(&STOP)
+    }
 }
 
 /// Whether SIGHUP arrived since the last call.

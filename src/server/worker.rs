@@ -1,13 +1,17 @@
 //! One worker process: pins itself and its handler threads, opens its own pool, and
 //! serves from the shared listener until asked to stop.
 
+use crate::durability::{Answers, Connection, Flusher};
 use crate::server::courier::Courier;
-use crate::server::flusher::Flusher;
 use crate::server::handler::Handler;
 use crate::server::intake::Intake;
-use crate::server::{affinity, signals, Settings};
-use crate::store;
+use crate::server::signals::Stop;
+use crate::server::{affinity, Settings};
+use crate::store::{self, Manager};
+use r2d2::Pool;
 use std::net::TcpListener;
+use std::sync::{Arc, Barrier};
+use std::thread::JoinHandle;
 
 /// Exit code of a worker that could not reach the database at boot; the supervisor
 /// backs off instead of respawning at once.
@@ -27,75 +31,121 @@ pub fn run(listener: TcpListener, slot: usize, cpus: &[usize], settings: &Settin
     let timeouts = settings.database_timeouts();
     let pool = store::config(&settings.database_url, timeouts)
         .and_then(|target| store::pool(target, settings.threads as u32 + 1, timeouts));
-    let pool = match pool {
-        Ok(pool) => pool,
+    match pool {
+        Ok(pool) => serve(listener, pool, cpus, settings, Stop::on_signal()),
         Err(e) => {
             tracing::error!("{e}");
-            return EXIT_DATABASE_UNAVAILABLE;
+            EXIT_DATABASE_UNAVAILABLE
         }
-    };
+    }
+}
 
-    // Answers flow handlers -> flusher -> courier. The handlers share the worker's
-    // intake; the flusher ends once every handler has, and the courier once the
-    // flusher has.
-    let intake = match Intake::new(listener, settings.intake_limits()) {
-        Ok(intake) => std::sync::Arc::new(intake),
+/// Serves from `listener` until `stop` is requested, then winds down (see
+/// `wind_down`) and returns the worker's exit code. Needs no fork: a test runs it in
+/// its own process, on a listener bound to port 0.
+pub fn serve(
+    listener: TcpListener,
+    pool: Pool<Manager>,
+    cpus: &[usize],
+    settings: &Settings,
+    stop: Stop,
+) -> i32 {
+    let intake = match Intake::new(listener, settings.intake_limits(), stop.clone()) {
+        Ok(intake) => intake,
         Err(e) => {
             tracing::error!("cannot start the intake: {e}");
             return 1;
         }
     };
-    let (courier, deliver) = Courier::new(settings.delivery_limits());
-    let (awaiting_in, awaiting_out) = crossbeam_channel::unbounded();
-    let flusher = Flusher::new(pool.clone(), courier.clone());
-    let started = (|| {
-        let stages = vec![
-            spawn("courier".into(), deliver)?,
-            spawn("flusher".into(), move || flusher.run(awaiting_out))?,
-        ];
-        // No handler serves until every one is on its CPU, so that once a worker has
-        // answered, its placement is final (what a scaling run and its checks rely on).
-        let placed = std::sync::Arc::new(std::sync::Barrier::new(settings.threads));
-        let mut handlers = Vec::with_capacity(settings.threads);
-        for i in 0..settings.threads {
-            let handler = Handler::new(pool.clone(), settings.handler_limits());
-            let (intake, awaiting, courier) =
-                (intake.clone(), awaiting_in.clone(), courier.clone());
-            let (cpu, placed) = (cpus.get(i).copied(), placed.clone());
-            handlers.push(spawn(format!("handler-{i}"), move || {
-                if let Some(cpu) = cpu {
-                    pin(&format!("handler {i}"), &[cpu]);
-                }
-                placed.wait();
-                let outcome = handler.run(&intake, awaiting, courier);
-                if let Err(e) = &outcome {
-                    // The worker stops as a whole, and its supervisor replaces it.
-                    tracing::error!("intake failed: {e}");
-                    signals::stop_this_process();
-                }
-                outcome.is_ok()
-            })?);
-        }
-        Ok::<_, std::io::Error>((stages, handlers))
-    })();
-    // Only the handlers may hold the intake and the flusher's queue from here on.
-    drop((intake, awaiting_in, courier));
-    let (stages, handlers) = match started {
-        Ok(threads) => threads,
+    match start(intake, pool, cpus, settings, stop) {
+        Ok(stages) => wind_down(stages),
         Err(e) => {
+            // A forked worker exits now, and its supervisor replaces it.
             tracing::error!("cannot start: {e}");
-            return 1;
+            1
         }
-    };
+    }
+}
+
+/// A serving worker's threads. Answers flow handlers -> flusher -> courier (or
+/// straight from a handler to the courier), and each stage ends once every stage
+/// before it has let go of it.
+struct Stages {
+    handlers: Vec<JoinHandle<bool>>,
+    flusher: JoinHandle<()>,
+    courier: JoinHandle<()>,
+}
+
+/// Starts the worker's threads. Everything shared between them is moved into them
+/// here, so that no other copy keeps a stage from ending.
+fn start(
+    intake: Intake,
+    pool: Pool<Manager>,
+    cpus: &[usize],
+    settings: &Settings,
+    stop: Stop,
+) -> std::io::Result<Stages> {
+    let intake = Arc::new(intake);
+    let (courier, deliver) = Courier::new(settings.delivery_limits());
+    let (to_flusher, awaiting) = crossbeam_channel::unbounded();
+    let flusher = Flusher::new(pool.clone(), courier.clone());
+    let courier_thread = spawn("courier".into(), deliver)?;
+    let flusher_thread = spawn("flusher".into(), move || flusher.run(awaiting))?;
+    // No handler serves until every one is on its CPU, so that once a worker has
+    // answered, its placement is final (what a scaling run and its checks rely on).
+    let placed = Arc::new(Barrier::new(settings.threads));
+    let mut handlers = Vec::with_capacity(settings.threads);
+    for i in 0..settings.threads {
+        let handler = Handler::new(Connection::new(pool.clone()), settings.handler_limits());
+        let answers = Answers::new(to_flusher.clone(), courier.clone());
+        let (intake, stop) = (intake.clone(), stop.clone());
+        let (cpu, placed) = (cpus.get(i).copied(), placed.clone());
+        handlers.push(spawn(format!("handler-{i}"), move || {
+            if let Some(cpu) = cpu {
+                pin(&format!("handler {i}"), &[cpu]);
+            }
+            placed.wait();
+            let outcome = handler.run(&intake, answers);
+            if let Err(e) = &outcome {
+                // The worker stops as a whole, and its supervisor replaces it.
+                tracing::error!("intake failed: {e}");
+                stop.request();
+            }
+            outcome.is_ok()
+        })?);
+    }
+    Ok(Stages {
+        handlers,
+        flusher: flusher_thread,
+        courier: courier_thread,
+    })
+}
+
+/// How a worker ends once a stop is requested, stage by stage, so that no answer in
+/// flight is lost and nothing waits for what has already gone. Returns the exit code.
+fn wind_down(stages: Stages) -> i32 {
+    let Stages {
+        handlers,
+        flusher,
+        courier,
+    } = stages;
+    // 1. The handlers. Each closes the listener (taking what already waits in its
+    //    backlog), gives pending reads a short while, and executes what completes. Then
+    //    it waits until the flusher has sent, or given back for it to vouch for, every
+    //    answer it handed over (`Answers::finish`), and returns, dropping its end of the
+    //    flusher's queue and its courier handle.
     let mut code = 0;
     for handler in handlers {
         if !handler.join().unwrap_or(false) {
             code = 1;
         }
     }
-    for stage in stages.into_iter().rev() {
-        let _ = stage.join();
-    }
+    // 2. The flusher. Its queue closed with the last handler's end of it: it flushes
+    //    and sends what it still holds, and returns, dropping its courier handle.
+    let _ = flusher.join();
+    // 3. The courier. With every handle gone, it finishes the answers still blocked on
+    //    slow readers (each within its stall bound) and returns.
+    let _ = courier.join();
     code
 }
 
@@ -141,11 +191,29 @@ fn return_large_buffers_to_the_kernel() {
 }
 
 /// A broken invariant is a bug: the whole worker dies and the supervisor replaces it,
-/// rather than one thread vanishing while its siblings go on.
+/// rather than one thread vanishing while its siblings go on. The panic goes to the
+/// log like any other error, with a backtrace when RUST_BACKTRACE asks for one.
 fn abort_on_panic() {
-    let default_hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        default_hook(info);
+    std::panic::set_hook(Box::new(|info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("(no message)");
+        let at = info
+            .location()
+            .map_or_else(String::new, |l| format!(", at {l}"));
+        let thread = std::thread::current();
+        let thread = thread.name().unwrap_or("unnamed").to_string();
+        let backtrace = std::backtrace::Backtrace::capture();
+        if backtrace.status() == std::backtrace::BacktraceStatus::Captured {
+            tracing::error!("a broken invariant stops this worker: {message} (thread {thread}{at})\n{backtrace}");
+        } else {
+            tracing::error!(
+                "a broken invariant stops this worker: {message} (thread {thread}{at})"
+            );
+        }
         std::process::abort();
     }));
 }

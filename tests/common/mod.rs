@@ -9,12 +9,12 @@
 pub mod cluster;
 pub mod netns;
 
-use exchange::protocol::render;
+use clap::Parser;
 use exchange::protocol::reply::read_reply;
 use exchange::protocol::tree::Element;
-use exchange::protocol::ParseLimits;
-use exchange::server::handler::{Handler, HandlerLimits};
-use exchange::store::{self, DatabaseTimeouts};
+use exchange::server::signals::Stop;
+use exchange::server::{worker, Settings};
+use exchange::store;
 use exchange::wire::frame;
 use postgres::NoTls;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -70,10 +70,13 @@ pub fn sql(url: &str) -> postgres::Client {
     postgres::Client::connect(url, NoTls).expect("connect to the test database")
 }
 
-/// The exchange in this process, on its own database: parse, execute, render.
+/// A worker of the exchange run in this process (`server::worker::serve`, no fork) on
+/// its own database and a port of its own, spoken to over TCP like the real server.
 pub struct Exchange {
     pub url: String,
-    handler: Handler,
+    pub addr: SocketAddr,
+    stop: Stop,
+    worker: Option<std::thread::JoinHandle<i32>>,
 }
 
 impl Exchange {
@@ -82,26 +85,47 @@ impl Exchange {
         Exchange::on(&url)
     }
 
+    /// A worker with one handler thread, so that requests run one at a time in the
+    /// order sent, and the server's default bounds.
     pub fn on(url: &str) -> Exchange {
-        let timeouts = DatabaseTimeouts::default();
+        Exchange::with(url, &["--threads", "1"])
+    }
+
+    /// A worker under the server's flags `args`.
+    pub fn with(url: &str, args: &[&str]) -> Exchange {
+        let settings = Settings::try_parse_from(["exchange-server"].iter().chain(args))
+            .expect("the worker's settings");
+        let timeouts = settings.database_timeouts();
         let config = store::config(url, timeouts).expect("test URL");
-        let pool = store::pool(config, 1, timeouts).expect("pool");
+        let pool = store::pool(config, settings.threads as u32 + 1, timeouts).expect("pool");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+        let addr = listener.local_addr().expect("its address");
+        let stop = Stop::own_flag();
+        let worker = {
+            let stop = stop.clone();
+            std::thread::spawn(move || worker::serve(listener, pool, &[], &settings, stop))
+        };
         Exchange {
             url: url.to_string(),
-            handler: Handler::new(
-                pool,
-                HandlerLimits {
-                    parse: ParseLimits::default(),
-                    response_bytes_max: 16 << 20,
-                },
-            ),
+            addr,
+            stop,
+            worker: Some(worker),
         }
     }
 
     /// The raw answer to a request document.
     pub fn raw(&mut self, xml: &str) -> String {
-        let response = self.handler.answer(xml.as_bytes());
-        String::from_utf8(render(&response)).expect("UTF-8 answer")
+        let answer = exchange::wire::round_trip(self.addr, xml.as_bytes(), Duration::from_secs(30))
+            .expect("an answer from the worker");
+        String::from_utf8(answer).expect("UTF-8 answer")
+    }
+
+    /// Stops the worker and returns its exit code, once it has wound down.
+    pub fn stop(mut self) -> i32 {
+        self.stop.request();
+        self.worker
+            .take()
+            .map_or(0, |w| w.join().expect("the worker's thread"))
     }
 
     /// The answer's items.
@@ -155,6 +179,15 @@ impl Exchange {
             .expect("positions");
         rows.first()
             .map_or_else(|| "0".into(), |r| normalize(r.get(0)))
+    }
+}
+
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        self.stop.request();
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.join();
+        }
     }
 }
 
