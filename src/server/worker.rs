@@ -1,5 +1,7 @@
-//! One worker process: pins itself and its handler threads, opens its own pool, and
-//! serves from the shared listener until asked to stop.
+//! One worker: in a forked process, pins itself and its handler threads and opens its
+//! own pool (`run`); then starts its threads, serves from the shared listener until
+//! asked to stop (`serve`, which a test may run without forking), and ends them in
+//! order (`wind_down`).
 
 use crate::durability::{Answers, Connection, Flusher};
 use crate::server::courier::Courier;
