@@ -18,7 +18,7 @@
 
 mod common;
 
-use common::{fresh_database, server_bin, Server};
+use common::{client_bin, fresh_database, server_bin, Server};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -185,10 +185,7 @@ fn bin_dir() -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).expect("create the bin folder");
     for (name, target) in [
         ("exchange-server", server_bin()),
-        (
-            "exchange-client",
-            env!("CARGO_BIN_EXE_exchange-client").to_string(),
-        ),
+        ("exchange-client", client_bin()),
     ] {
         let link = dir.join(name);
         let _ = std::fs::remove_file(&link);
