@@ -6,21 +6,23 @@ WORKDIR /src
 # Binaries without symbols: the image is for running, not for profiling.
 ENV CARGO_PROFILE_RELEASE_STRIP=symbols
 # The dependencies first, in a layer of their own, built against stand-in sources:
-# a change to the code alone reuses it.
+# a change to the code alone reuses it. The workspace's two manifests: the server's
+# package at the root, the client's in client/ (--workspace builds both).
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir -p src client \
+COPY client/Cargo.toml ./client/
+RUN mkdir -p src \
     && echo 'fn main() {}' > src/main.rs \
     && touch src/lib.rs \
     && echo 'fn main() {}' > client/main.rs \
-    && cargo build --release --locked --bins \
-    && rm -rf src client
+    && cargo build --release --locked --workspace --bins \
+    && rm -rf src client/main.rs
 COPY migrations ./migrations
 COPY src ./src
 COPY client ./client
 # The copied sources keep their own times, older than the stand-ins' builds: touched,
 # cargo rebuilds the project's own crates.
 RUN touch src/lib.rs src/main.rs client/main.rs \
-    && cargo build --release --locked --bins
+    && cargo build --release --locked --workspace --bins
 
 FROM debian:bookworm-slim AS client
 RUN useradd --system --uid 10001 --no-create-home exchange

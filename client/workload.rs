@@ -5,7 +5,7 @@
 //! Prices are whole cents held in integers: the client never uses binary floats.
 
 use rand::rngs::SmallRng;
-use rand::Rng;
+use rand::RngExt;
 use std::collections::VecDeque;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -21,9 +21,10 @@ const RECENT_ORDERS_MAX: usize = 1024;
 
 /// A number for naming one run's accounts and symbols, so that runs against the same
 /// database never collide, even when started at the same moment: 12 random digits from
-/// the operating system's entropy, so that ids stay well inside the protocol's 32.
+/// the thread's generator, which the operating system's entropy seeds, so that ids
+/// stay well inside the protocol's 32.
 pub fn run_tag() -> u64 {
-    rand::rngs::OsRng.gen_range(0..1_000_000_000_000)
+    rand::random_range(0..1_000_000_000_000)
 }
 
 /// The accounts and symbols of one load run; names carry a run tag so runs never collide.
@@ -71,7 +72,7 @@ impl Universe {
 
     /// The symbol's mid after a small random step, in cents.
     fn drift(&self, symbol: usize, rng: &mut SmallRng) -> i64 {
-        let step = rng.gen_range(-5..=5);
+        let step = rng.random_range(-5..=5);
         let (low, high) = MID_RANGE_CENTS;
         let mid = &self.mids[symbol];
         let previous = mid
@@ -120,10 +121,10 @@ impl Generator {
         let mut ops = Vec::with_capacity(operations);
         let mut body = String::new();
         let account =
-            if !self.recent.is_empty() && self.rng.gen_range(0..100) < self.queries_percent {
-                let pick = self.rng.gen_range(0..self.recent.len());
+            if !self.recent.is_empty() && self.rng.random_range(0..100) < self.queries_percent {
+                let pick = self.rng.random_range(0..self.recent.len());
                 let (account, id) = self.recent[pick];
-                if self.rng.gen_bool(0.5) {
+                if self.rng.random_bool(0.5) {
                     let _ = write!(body, r#"<query id="{id}"/>"#);
                     ops.push(Op::Query);
                 } else {
@@ -133,23 +134,23 @@ impl Generator {
                 }
                 account
             } else {
-                self.rng.gen_range(0..universe.accounts.len())
+                self.rng.random_range(0..universe.accounts.len())
             };
         while ops.len() < operations {
-            let symbol = self.rng.gen_range(0..universe.symbols.len());
+            let symbol = self.rng.random_range(0..universe.symbols.len());
             let mid = universe.drift(symbol, &mut self.rng);
             // Half the orders are aggressive (priced through the mid, so they find the
             // other side), half passive (priced away from it, so they rest).
-            let buy = self.rng.gen_bool(0.5);
-            let through_mid = self.rng.gen_bool(0.5);
-            let offset = self.rng.gen_range(1..=SPREAD_CENTS);
+            let buy = self.rng.random_bool(0.5);
+            let through_mid = self.rng.random_bool(0.5);
+            let offset = self.rng.random_range(1..=SPREAD_CENTS);
             let limit = (if buy == through_mid {
                 mid + offset
             } else {
                 mid - offset
             })
             .max(1);
-            let shares = self.rng.gen_range(1..=100);
+            let shares = self.rng.random_range(1..=100);
             let sign = if buy { "" } else { "-" };
             let _ = write!(
                 body,

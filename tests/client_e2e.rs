@@ -4,11 +4,11 @@
 
 mod common;
 
-use common::{count, fresh_database, output_text, Server};
+use common::{client_bin, count, fresh_database, output_text, Server};
 use std::process::{Command, Output};
 
 fn client(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_exchange-client"))
+    Command::new(client_bin())
         .args(args)
         .output()
         .expect("run exchange-client")
@@ -79,7 +79,7 @@ fn load_then_audit_passes_and_the_report_is_json() {
 fn a_load_whose_server_stops_backs_off_instead_of_hammering() {
     let mut server = Server::start(&fresh_database("client_backoff"), 2, &[]);
     let port = server.addr.port().to_string();
-    let load = Command::new(env!("CARGO_BIN_EXE_exchange-client"))
+    let load = Command::new(client_bin())
         .args(["load", "--port", &port, "--duration", "4"])
         .args(["--connections", "4", "--accounts", "8", "--json"])
         .stdout(std::process::Stdio::piped())
@@ -171,7 +171,7 @@ fn load_shows_its_setup_and_reports_orders_per_second() {
 fn ctrl_c_stops_load_and_reports_what_was_done() {
     let server = Server::start(&fresh_database("client_ctrl_c"), 2, &[]);
     let port = server.addr.port().to_string();
-    let mut load = Command::new(env!("CARGO_BIN_EXE_exchange-client"))
+    let mut load = Command::new(client_bin())
         .args(["load", "--port", &port, "--duration", "120", "--json"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -212,7 +212,7 @@ fn two_loads_started_together_do_not_collide() {
     let server = Server::start(&fresh_database("client_twins"), 2, &[]);
     let port = server.addr.port().to_string();
     let start = || {
-        Command::new(env!("CARGO_BIN_EXE_exchange-client"))
+        Command::new(client_bin())
             .args([
                 "load",
                 "--port",

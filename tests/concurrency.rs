@@ -7,7 +7,7 @@ mod common;
 use common::{audit_holds, balance, count, fresh_database, Server};
 use exchange::protocol::tree::Element;
 use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use std::sync::{Arc, Barrier};
 
 fn server(hint: &str) -> Arc<Server> {
@@ -74,24 +74,26 @@ fn a_barrier_burst_of_sixty_clients_conserves_everything() {
         let mut mine: Vec<(usize, String)> = Vec::new();
         let mut operations = 0;
         for _ in 0..REQUESTS {
-            let account = rng.gen_range(0..20);
+            let account = rng.random_range(0..20);
             let mut body = String::new();
             let cancel_candidates: Vec<String> = mine
                 .iter()
                 .filter(|(a, _)| *a == account)
                 .map(|(_, id)| id.clone())
                 .collect();
-            let ops = rng.gen_range(1..=3);
+            let ops = rng.random_range(1..=3);
             for _ in 0..ops {
-                if !cancel_candidates.is_empty() && rng.gen_bool(0.25) {
+                if !cancel_candidates.is_empty() && rng.random_bool(0.25) {
                     body += &format!(
                         r#"<cancel id="{}"/>"#,
-                        cancel_candidates[rng.gen_range(0..cancel_candidates.len())]
+                        cancel_candidates[rng.random_range(0..cancel_candidates.len())]
                     );
                 } else {
-                    let sym = ["AAA", "BBB", "CCC", "DDD"][rng.gen_range(0..4)];
-                    let amount = rng.gen_range(1..=30) * if rng.gen_bool(0.5) { 1 } else { -1 };
-                    let limit = format!("{}.{}", rng.gen_range(95..105), rng.gen_range(0..100));
+                    let sym = ["AAA", "BBB", "CCC", "DDD"][rng.random_range(0..4)];
+                    let amount =
+                        rng.random_range(1..=30) * if rng.random_bool(0.5) { 1 } else { -1 };
+                    let limit =
+                        format!("{}.{}", rng.random_range(95..105), rng.random_range(0..100));
                     body += &format!(r#"<order sym="{sym}" amount="{amount}" limit="{limit}"/>"#);
                 }
             }

@@ -18,10 +18,10 @@
 
 mod common;
 
-use common::{fresh_database, server_bin, Server};
+use common::{client_bin, fresh_database, server_bin, Server};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, OnceLock};
 use std::time::{Duration, Instant};
 
 const DOCUMENTS: &[&str] = &["README.md", "docs/PROTOCOL.md"];
@@ -179,22 +179,25 @@ fn kind(command: &str) -> Kind {
 }
 
 /// A folder holding `exchange-server` and `exchange-client` of this build, to put first
-/// on the PATH, as the README tells its reader to.
+/// on the PATH, as the README tells its reader to. Made once per test process: the
+/// documents' tests run in parallel, and one's links, removed and made again under
+/// the other's, would fail its own.
 fn bin_dir() -> std::path::PathBuf {
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("docs-bin");
-    std::fs::create_dir_all(&dir).expect("create the bin folder");
-    for (name, target) in [
-        ("exchange-server", server_bin()),
-        (
-            "exchange-client",
-            env!("CARGO_BIN_EXE_exchange-client").to_string(),
-        ),
-    ] {
-        let link = dir.join(name);
-        let _ = std::fs::remove_file(&link);
-        std::os::unix::fs::symlink(target, &link).expect("link a binary");
-    }
-    dir
+    static DIR: OnceLock<std::path::PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("docs-bin");
+        std::fs::create_dir_all(&dir).expect("create the bin folder");
+        for (name, target) in [
+            ("exchange-server", server_bin()),
+            ("exchange-client", client_bin()),
+        ] {
+            let link = dir.join(name);
+            let _ = std::fs::remove_file(&link);
+            std::os::unix::fs::symlink(target, &link).expect("link a binary");
+        }
+        dir
+    })
+    .clone()
 }
 
 /// The environment every command runs in: this build first on the PATH, the document's

@@ -144,7 +144,7 @@ fn prometheus_reads_back_what_the_client_and_the_database_counted() {
     server.kill_worker(server.workers()[0], 2);
 
     let prometheus = Prometheus::start(status);
-    let load = Command::new(env!("CARGO_BIN_EXE_exchange-client"))
+    let load = Command::new(common::client_bin())
         .args(["load", "--port", &server.addr.port().to_string()])
         .args(["--duration", "3", "--connections", "4", "--json"])
         .output()

@@ -34,10 +34,7 @@ fn help_names_the_url_variable_but_never_shows_its_password() {
     for (program, args) in [
         (common::server_bin(), vec!["--help"]),
         (common::server_bin(), vec!["migrate", "--help"]),
-        (
-            env!("CARGO_BIN_EXE_exchange-client").to_string(),
-            vec!["audit", "--help"],
-        ),
+        (common::client_bin(), vec!["audit", "--help"]),
     ] {
         let output = Command::new(&program)
             .args(&args)
@@ -112,7 +109,7 @@ fn a_url_without_a_password_takes_it_as_psql_would_and_no_error_shows_it() {
     let served = Server::start_under(&["env", &passfile_env], &url, 2, &[]);
     assert!(served.send("<create/>").is_empty());
     drop(served);
-    let audit = Command::new(env!("CARGO_BIN_EXE_exchange-client"))
+    let audit = Command::new(common::client_bin())
         .args(["audit", "--database-url", &url])
         .env("PGPASSFILE", &passfile)
         .output()

@@ -17,12 +17,13 @@ failed_step() {
 # build_bins [CARGO_ARGS...]: builds exchange-server and exchange-client in the
 # profile PROFILE names (release unless PROFILE=dev, which scripts/test uses to
 # smoke-run the benchmark scripts with the binaries it has already built) and sets BIN
-# to their folder.
+# to their folder. --workspace: the client is a package of its own, which a build at
+# the root would otherwise leave out.
 # shellcheck disable=SC2034 # BIN is this function's result, read by its callers.
 build_bins() {
     case ${PROFILE:-release} in
-        release) cargo build --release --bins "$@"; BIN=target/release ;;
-        dev) cargo build --bins "$@"; BIN=target/debug ;;
+        release) cargo build --release --workspace --bins "$@"; BIN=target/release ;;
+        dev) cargo build --workspace --bins "$@"; BIN=target/debug ;;
         *) echo "PROFILE must be release or dev" >&2; return 1 ;;
     esac
 }

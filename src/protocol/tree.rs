@@ -6,6 +6,7 @@
 //! and responses are both read through it.
 
 use super::parse::{reject, ParseError};
+use quick_xml::escape::unescape;
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
 
@@ -50,20 +51,39 @@ pub fn read_tree(
     refuse_forbidden_chars(text)?;
     let mut reader = Reader::from_str(text);
     reader.config_mut().check_end_names = true;
+    // A lone `&` reaches the character data's own unescaping, which refuses it as it
+    // refuses an unknown entity, rather than failing the read.
+    reader.config_mut().allow_dangling_amp = true;
     let mut stack: Vec<Element> = Vec::new();
     let mut root: Option<Element> = None;
     let mut elements = 0usize;
+    // The reader hands character data over in pieces, split at each reference: they
+    // are put back together, as written, and unescaped whole once the run ends, so
+    // that a run is checked as one, as the XML standard reads it.
+    let mut run = String::new();
     loop {
         let event_start = reader.buffer_position();
         let event = match reader.read_event() {
+            Ok(Event::Text(piece)) => {
+                run.push_str(&piece);
+                continue;
+            }
+            Ok(Event::GeneralRef(reference)) => {
+                run.push('&');
+                run.push_str(&reference);
+                run.push(';');
+                continue;
+            }
             Ok(event) => event,
             Err(e) => {
+                take_text(&mut run, &mut stack)?;
                 return reject(format!(
                     "malformed XML at byte {}: {e}",
                     reader.error_position()
-                ))
+                ));
             }
         };
+        take_text(&mut run, &mut stack)?;
         match event {
             Event::Decl(_) if event_start != 0 => {
                 return reject("the XML declaration may only come first, with nothing before it");
@@ -72,23 +92,21 @@ pub fn read_tree(
                 if let Some(encoding) = decl.encoding() {
                     let encoding = encoding
                         .map_err(|e| ParseError(format!("malformed XML declaration: {e}")))?;
-                    if !encoding.eq_ignore_ascii_case(b"utf-8")
-                        && !encoding.eq_ignore_ascii_case(b"utf8")
+                    if !encoding.eq_ignore_ascii_case("utf-8")
+                        && !encoding.eq_ignore_ascii_case("utf8")
                     {
                         return reject(format!(
-                            "only UTF-8 is accepted, the declaration says {}",
-                            String::from_utf8_lossy(&encoding)
+                            "only UTF-8 is accepted, the declaration says {encoding}"
                         ));
                     }
                 }
             }
             Event::DocType(_) => return reject("DOCTYPE is not allowed"),
-            Event::PI(pi) if pi.target().eq_ignore_ascii_case(b"xml") => {
+            Event::PI(pi) if pi.target().eq_ignore_ascii_case("xml") => {
                 return reject("the XML declaration may only come first, with nothing before it");
             }
-            Event::Comment(comment) if comment.contains(&b'-') => {
-                let text: &[u8] = &comment;
-                if text.windows(2).any(|w| w == b"--") || text.ends_with(b"-") {
+            Event::Comment(comment) if comment.contains('-') => {
+                if comment.contains("--") || comment.ends_with('-') {
                     return reject("a comment may not contain -- or end with -");
                 }
             }
@@ -115,20 +133,11 @@ pub fn read_tree(
                 };
                 close(&mut stack, &mut root, done);
             }
-            Event::Text(t) => {
-                let content = t
-                    .unescape()
-                    .map_err(|e| ParseError(format!("bad character data: {e}")))?;
-                refuse_forbidden_chars(&content)?;
-                match stack.last_mut() {
-                    Some(open) => open.text.push_str(&content),
-                    None if content.trim().is_empty() => {}
-                    None => return reject("text outside the root element"),
-                }
-            }
-            Event::CData(data) => match (stack.last_mut(), std::str::from_utf8(&data)) {
-                (Some(open), Ok(content)) => open.text.push_str(content),
-                _ => return reject("CDATA outside the root element"),
+            // Taken in pieces above.
+            Event::Text(_) | Event::GeneralRef(_) => {}
+            Event::CData(data) => match stack.last_mut() {
+                Some(open) => open.text.push_str(&data),
+                None => return reject("CDATA outside the root element"),
             },
             Event::Eof => break,
         }
@@ -143,6 +152,24 @@ pub fn read_tree(
         Some(root) => Ok(root),
         None => reject("request has no root element"),
     }
+}
+
+/// Unescapes a run of character data, the predefined entities and character
+/// references alone, and gives it to the open element; outside the root, only
+/// white space may stand.
+fn take_text(run: &mut String, stack: &mut [Element]) -> Result<(), ParseError> {
+    if run.is_empty() {
+        return Ok(());
+    }
+    let content = unescape(run).map_err(|e| ParseError(format!("bad character data: {e}")))?;
+    refuse_forbidden_chars(&content)?;
+    match stack.last_mut() {
+        Some(open) => open.text.push_str(&content),
+        None if content.trim().is_empty() => {}
+        None => return reject("text outside the root element"),
+    }
+    run.clear();
+    Ok(())
 }
 
 /// Puts a finished element into its parent, or makes it the root.
@@ -171,13 +198,14 @@ fn is_forbidden_char(c: char) -> bool {
 }
 
 fn element(start: &BytesStart<'_>) -> Result<Element, ParseError> {
-    let name = String::from_utf8_lossy(start.name().as_ref()).into_owned();
+    let name = start.name().as_ref().to_string();
     let mut attrs = Vec::new();
     for attr in start.attributes() {
         let attr = attr.map_err(|e| ParseError(format!("bad attribute in <{name}>: {e}")))?;
-        let key = String::from_utf8_lossy(attr.key.as_ref()).into_owned();
-        let value = attr
-            .unescape_value()
+        let key = attr.key.as_ref().to_string();
+        // Unescaped as written: the reader's normalized values would also turn a
+        // tab or line break written as itself into a space.
+        let value = unescape(&attr.value)
             .map_err(|e| ParseError(format!("bad value of {key} in <{name}>: {e}")))?;
         refuse_forbidden_chars(&value)?;
         attrs.push((key, value.into_owned()));
@@ -187,4 +215,46 @@ fn element(start: &BytesStart<'_>) -> Result<Element, ParseError> {
         attrs,
         ..Element::default()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(xml: &str) -> Result<Element, ParseError> {
+        read_tree(xml.as_bytes(), 8, 100)
+    }
+
+    fn refusal(xml: &str) -> String {
+        match read(xml) {
+            Ok(tree) => panic!("{xml:?} was read as {tree:?}"),
+            Err(ParseError(why)) => why,
+        }
+    }
+
+    #[test]
+    fn text_split_by_references_is_read_as_one_run() {
+        assert_eq!(read("<a>1&amp;2&#51;&#x34;</a>").unwrap().text, "1&234");
+        assert_eq!(
+            read("<a>x<![CDATA[&amp;]]>&lt;</a>").unwrap().text,
+            "x&amp;<"
+        );
+        // White space written as references is still white space outside the root.
+        assert!(read("<a/>&#32;&#10;").is_ok());
+        assert!(refusal("<a/>&#49;").contains("text outside"));
+    }
+
+    #[test]
+    fn attribute_values_keep_tabs_and_line_breaks_as_written() {
+        let tree = read("<a v=\"1\t2\n3&#10;\"/>").unwrap();
+        assert_eq!(tree.get("v"), "1\t2\n3\n");
+    }
+
+    #[test]
+    fn a_lone_ampersand_or_an_unknown_entity_is_refused() {
+        assert!(refusal("<a>1 & 2</a>").contains("bad character data"));
+        assert!(refusal("<a>&nbsp;</a>").contains("bad character data"));
+        assert!(refusal("<a v=\"&\"/>").contains("bad value of v in <a>"));
+        assert!(refusal("<a v=\"&xxe;\"/>").contains("bad value of v in <a>"));
+    }
 }

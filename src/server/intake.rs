@@ -25,7 +25,6 @@ use nix::sys::socket::{accept4, SockFlag};
 use std::collections::VecDeque;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::Ordering;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -565,13 +564,12 @@ fn accept_from(listener: &TcpListener) -> Result<TcpStream, nix::errno::Errno> {
     loop {
         // accept4 hands the socket over non-blocking already: one system call, not two.
         // No TCP_NODELAY: the answer is one write followed by a FIN, which Nagle never holds.
-        match accept4(listener.as_raw_fd(), flags) {
+        match accept4(listener, flags) {
             Ok(fd) => {
                 metrics::worker()
                     .connections_accepted
                     .fetch_add(1, Ordering::Relaxed);
-                // SAFETY: accept4 returned a new descriptor that nothing else owns.
-                return Ok(TcpStream::from(unsafe { OwnedFd::from_raw_fd(fd) }));
+                return Ok(TcpStream::from(fd));
             }
             Err(nix::errno::Errno::EINTR) => continue,
             // EAGAIN: another handler took it, or the backlog is empty. ECONNABORTED

@@ -19,8 +19,10 @@ use exchange::wire::frame;
 use postgres::NoTls;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// The URL of a database on the test cluster where databases may be created.
@@ -221,6 +223,83 @@ pub fn parts(item: &Element) -> Vec<String> {
 pub fn server_bin() -> String {
     std::env::var("EXCHANGE_TEST_SERVER_BIN")
         .unwrap_or_else(|_| env!("CARGO_BIN_EXE_exchange-server").to_string())
+}
+
+/// The `exchange-client` binary of this build. It is a package of its own, so cargo
+/// neither builds it for these tests nor names it in a `CARGO_BIN_EXE_` variable:
+/// the first call builds it (`cargo build -p exchange-client`, a no-op when
+/// `scripts/test` or a workspace build has already built it) in the profile and target
+/// folder of this test build, found beside the server binary, which is of this
+/// package.
+pub fn client_bin() -> String {
+    static CLIENT: OnceLock<String> = OnceLock::new();
+    CLIENT.get_or_init(build_client).clone()
+}
+
+fn build_client() -> String {
+    let server = Path::new(env!("CARGO_BIN_EXE_exchange-server"));
+    let profile_dir = server.parent().expect("the server binary's folder");
+    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") => "dev",
+        Some(other) => other,
+        None => panic!("no profile folder above {}", server.display()),
+    };
+    let mut cargo = Command::new(env!("CARGO"));
+    // Without what cargo set for this test process alone: a build script that reads
+    // CARGO_MANIFEST_DIR (ring's does) would otherwise rebuild for this build and again
+    // for the next one outside the tests.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name.starts_with("CARGO_PKG_")
+            || name.starts_with("CARGO_BIN_EXE_")
+            || [
+                "CARGO_MANIFEST_DIR",
+                "CARGO_MANIFEST_PATH",
+                "CARGO_CRATE_NAME",
+                "CARGO_BIN_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_TARGET_TMPDIR",
+                "OUT_DIR",
+            ]
+            .contains(&name.as_ref())
+        {
+            cargo.env_remove(name.as_ref());
+        }
+    }
+    cargo.current_dir(env!("CARGO_MANIFEST_DIR")).args([
+        "build",
+        "-q",
+        "-p",
+        "exchange-client",
+        "--profile",
+        profile,
+    ]);
+    // target/<profile>, or target/<triple>/<profile> when the tests were built with
+    // --target: only the target folder itself holds cargo's CACHEDIR.TAG.
+    let above = profile_dir.parent().expect("the target folder");
+    if above.join("CACHEDIR.TAG").exists() {
+        cargo.arg("--target-dir").arg(above);
+    } else {
+        let triple = above.file_name().expect("a target triple's folder");
+        let target_dir = above.parent().expect("the target folder");
+        cargo
+            .arg("--target")
+            .arg(triple)
+            .arg("--target-dir")
+            .arg(target_dir);
+    }
+    let built = cargo.output().expect("run cargo build for exchange-client");
+    assert!(
+        built.status.success(),
+        "building exchange-client failed:\n{}",
+        output_text(&built)
+    );
+    let client = profile_dir.join("exchange-client");
+    assert!(client.exists(), "cargo built no {}", client.display());
+    client
+        .to_str()
+        .expect("a UTF-8 path, as the server's is")
+        .to_string()
 }
 
 /// The real server binary, started on a free port; stopped with SIGTERM on drop.
