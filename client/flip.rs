@@ -67,50 +67,9 @@ pub fn run(args: &FlipArgs) -> Result<ExitCode, String> {
         .map(|n| (format!("{tag}{n:06}"), n % 2 == 1))
         .collect();
 
-    let mut setup = String::from("<create>");
-    for (id, buyer) in &users {
-        let cash = if *buyer { CASH } else { "0" };
-        setup += &format!(r#"<account id="{id}" balance="{cash}"/>"#);
-    }
-    setup += &format!(r#"<symbol sym="{symbol}">"#);
-    for (id, _) in users.iter().filter(|(_, buyer)| !buyer) {
-        setup += &format!(r#"<account id="{id}">{SHARES}</account>"#);
-    }
-    setup += "</symbol></create>";
-    if let Some(bad) = client.send(&setup)?.iter().find(|i| i.name != "created") {
-        return Err(format!("setup refused: {}", bad.text));
-    }
+    set_up(&client, &symbol, &users)?;
 
-    let barrier = Arc::new(Barrier::new(users.len()));
-    let threads: Vec<_> = users
-        .iter()
-        .cloned()
-        .map(|(id, buyer)| {
-            let (client, barrier, symbol) = (client.clone(), barrier.clone(), symbol.clone());
-            std::thread::spawn(move || {
-                let amount = if buyer {
-                    SHARES.to_string()
-                } else {
-                    format!("-{SHARES}")
-                };
-                barrier.wait();
-                client.one(
-                    &id,
-                    &format!(r#"<order sym="{symbol}" amount="{amount}" limit="{PRICE}"/>"#),
-                )
-            })
-        })
-        .collect();
-    let mut orders = Vec::new();
-    for thread in threads {
-        let answer = thread
-            .join()
-            .map_err(|_| "a user thread panicked".to_string())??;
-        if answer.name != "opened" {
-            return Err(format!("a flip order was refused: {}", answer.text));
-        }
-        orders.push(answer.get("id").to_string());
-    }
+    let orders = place_all_at_once(&client, &symbol, &users)?;
 
     let mut mismatches = Vec::new();
     for ((id, buyer), order) in users.iter().zip(&orders) {
@@ -128,12 +87,79 @@ pub fn run(args: &FlipArgs) -> Result<ExitCode, String> {
     }
 }
 
+/// Creates the users' accounts: buyers with cash, sellers with shares of `symbol`.
+fn set_up(client: &Client, symbol: &str, users: &[(String, bool)]) -> Result<(), String> {
+    let mut setup = String::from("<create>");
+    for (id, buyer) in users {
+        let cash = if *buyer { CASH } else { "0" };
+        setup += &format!(r#"<account id="{id}" balance="{cash}"/>"#);
+    }
+    setup += &format!(r#"<symbol sym="{symbol}">"#);
+    for (id, _) in users.iter().filter(|(_, buyer)| !buyer) {
+        setup += &format!(r#"<account id="{id}">{SHARES}</account>"#);
+    }
+    setup += "</symbol></create>";
+    match client.send(&setup)?.iter().find(|i| i.name != "created") {
+        Some(bad) => Err(format!("setup refused: {}", bad.text)),
+        None => Ok(()),
+    }
+}
+
+/// Every user places its one order at the same moment (a barrier); returns the
+/// orders' ids in the users' order.
+fn place_all_at_once(
+    client: &Arc<Client>,
+    symbol: &str,
+    users: &[(String, bool)],
+) -> Result<Vec<String>, String> {
+    let barrier = Arc::new(Barrier::new(users.len()));
+    let threads: Vec<_> = users
+        .iter()
+        .cloned()
+        .map(|(id, buyer)| {
+            let (client, barrier) = (client.clone(), barrier.clone());
+            let amount = if buyer {
+                SHARES.to_string()
+            } else {
+                format!("-{SHARES}")
+            };
+            let order = format!(r#"<order sym="{symbol}" amount="{amount}" limit="{PRICE}"/>"#);
+            std::thread::spawn(move || {
+                barrier.wait();
+                client.one(&id, &order)
+            })
+        })
+        .collect();
+    let mut orders = Vec::new();
+    for thread in threads {
+        let answer = thread
+            .join()
+            .map_err(|_| "a user thread panicked".to_string())??;
+        if answer.name != "opened" {
+            return Err(format!("a flip order was refused: {}", answer.text));
+        }
+        orders.push(answer.get("id").to_string());
+    }
+    Ok(orders)
+}
+
 /// The flip order executed in full, and the user now holds exactly what the other side held.
 fn check_user(
     client: &Client,
     symbol: &str,
     id: &str,
     buyer: bool,
+    order: &str,
+    mismatches: &mut Vec<String>,
+) -> Result<(), String> {
+    check_filled(client, id, order, mismatches)?;
+    check_holdings(client, symbol, id, buyer, mismatches)
+}
+
+/// The user's flip order must have traded whole, with nothing left open.
+fn check_filled(
+    client: &Client,
+    id: &str,
     order: &str,
     mismatches: &mut Vec<String>,
 ) -> Result<(), String> {
@@ -157,6 +183,18 @@ fn check_user(
             "user {id}: order {order} executed {total} of {SHARES} (open: {open})"
         ));
     }
+    Ok(())
+}
+
+/// The user must hold exactly the other side now: probed with orders that must open
+/// (and are canceled at once) and orders one step too large, which must not.
+fn check_holdings(
+    client: &Client,
+    symbol: &str,
+    id: &str,
+    buyer: bool,
+    mismatches: &mut Vec<String>,
+) -> Result<(), String> {
     let mut expect = |child: String, opens: bool, what: &str| -> Result<(), String> {
         let answer = client.one(id, &child)?;
         let opened = answer.name == "opened";

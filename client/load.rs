@@ -82,38 +82,18 @@ pub fn run(args: &LoadArgs) -> Result<ExitCode, String> {
     let sent = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let cpu_before = process_cpu();
+    let connection = Connection {
+        addr,
+        timeout,
+        limit: args.requests,
+        operations: args.orders_per_request,
+        queries_percent: args.queries_percent,
+        seed: args.seed,
+    };
     let threads: Vec<_> = (0..args.connections)
         .map(|i| {
             let (universe, stop, sent) = (universe.clone(), stop.clone(), sent.clone());
-            let (limit, operations) = (args.requests, args.orders_per_request);
-            let queries_percent = args.queries_percent;
-            let rng =
-                SmallRng::seed_from_u64(args.seed.wrapping_mul(1_000_003).wrapping_add(i as u64));
-            std::thread::spawn(move || {
-                let mut generator = Generator::new(rng, queries_percent);
-                let mut tally = Tally::new();
-                let mut backoff = Backoff::default();
-                while !stop.load(Ordering::Relaxed) {
-                    let n = sent.fetch_add(1, Ordering::Relaxed);
-                    if limit.is_some_and(|limit| n >= limit) {
-                        break;
-                    }
-                    let delivered = one_request(
-                        addr,
-                        timeout,
-                        &universe,
-                        &mut generator,
-                        operations,
-                        &mut tally,
-                    );
-                    if delivered {
-                        backoff.succeeded();
-                    } else {
-                        sleep_unless_stopped(backoff.failed(), &stop);
-                    }
-                }
-                tally
-            })
+            std::thread::spawn(move || connection.send_until_stopped(i, &universe, &stop, &sent))
         })
         .collect();
 
@@ -126,8 +106,13 @@ pub fn run(args: &LoadArgs) -> Result<ExitCode, String> {
                 .map_err(|_| "a load thread panicked".to_string())?,
         );
     }
+    Ok(report(args, &tally, started, cpu_before))
+}
+
+/// Prints the run's summary; the exit code says whether anything failed.
+fn report(args: &LoadArgs, tally: &Tally, started: Instant, cpu_before: Duration) -> ExitCode {
     let summary = Summary {
-        tally: &tally,
+        tally,
         interrupted: interrupt::requested(),
         elapsed: started.elapsed(),
         connections: args.connections,
@@ -140,18 +125,75 @@ pub fn run(args: &LoadArgs) -> Result<ExitCode, String> {
     } else {
         summary.print();
     }
-    Ok(if tally.transport_failure_count() > 0 {
+    if tally.transport_failure_count() > 0 {
         ExitCode::from(2)
     } else if interrupt::requested() {
         ExitCode::from(130)
     } else {
         ExitCode::SUCCESS
-    })
+    }
 }
 
-/// Creates the run's accounts and symbols, with the load's connections sending the
-/// `<create>` requests in parallel, and shows how far it got: a bar on a terminal, a
-/// line before and after in any case (a large universe takes a while).
+/// What one load connection's thread needs, copied into it.
+#[derive(Clone, Copy)]
+struct Connection {
+    addr: std::net::SocketAddr,
+    timeout: Duration,
+    /// The most requests all connections send together, if bounded.
+    limit: Option<u64>,
+    operations: usize,
+    queries_percent: u8,
+    seed: u64,
+}
+
+impl Connection {
+    /// Sends requests one after another until the run stops or reaches its limit,
+    /// backing off after a transport failure; returns what it counted.
+    fn send_until_stopped(
+        self,
+        i: usize,
+        universe: &Universe,
+        stop: &AtomicBool,
+        sent: &AtomicU64,
+    ) -> Tally {
+        let rng = SmallRng::seed_from_u64(self.seed.wrapping_mul(1_000_003).wrapping_add(i as u64));
+        let mut generator = Generator::new(rng, self.queries_percent);
+        let mut tally = Tally::new();
+        let mut backoff = Backoff::default();
+        while !stop.load(Ordering::Relaxed) {
+            let n = sent.fetch_add(1, Ordering::Relaxed);
+            if self.limit.is_some_and(|limit| n >= limit) {
+                break;
+            }
+            let delivered = one_request(
+                self.addr,
+                self.timeout,
+                universe,
+                &mut generator,
+                self.operations,
+                &mut tally,
+            );
+            if delivered {
+                backoff.succeeded();
+            } else {
+                sleep_unless_stopped(backoff.failed(), stop);
+            }
+        }
+        tally
+    }
+}
+
+/// Sends one setup request; every item of its answer must be `<created>`.
+fn set_up_one(addr: std::net::SocketAddr, timeout: Duration, request: &str) -> Result<(), String> {
+    let answer =
+        round_trip(addr, request.as_bytes(), timeout).map_err(|e| format!("setup failed: {e}"))?;
+    let items = read_reply(&answer).map_err(|e| format!("setup answer unreadable: {e}"))?;
+    match items.iter().find(|i| i.name != "created") {
+        Some(error) => Err(format!("setup was refused: {}", error.text)),
+        None => Ok(()),
+    }
+}
+
 fn set_up(
     addr: std::net::SocketAddr,
     timeout: Duration,
@@ -184,13 +226,7 @@ fn set_up(
                     let Some(request) = requests.get(n) else {
                         return Ok(());
                     };
-                    let answer = round_trip(addr, request.as_bytes(), timeout)
-                        .map_err(|e| format!("setup failed: {e}"))?;
-                    let items =
-                        read_reply(&answer).map_err(|e| format!("setup answer unreadable: {e}"))?;
-                    if let Some(error) = items.iter().find(|i| i.name != "created") {
-                        return Err(format!("setup was refused: {}", error.text));
-                    }
+                    set_up_one(addr, timeout, request)?;
                     bar.inc(1);
                 })
             })

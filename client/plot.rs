@@ -6,6 +6,8 @@
 //! Coordinates are integers (requests/s, microseconds), so no binary float is needed.
 
 use clap::Args;
+use plotters::coord::combinators::WithKeyPoints;
+use plotters::coord::types::RangedCoordi64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use rust_decimal::prelude::ToPrimitive;
@@ -110,9 +112,12 @@ fn read_csv(path: &Path) -> Result<BTreeMap<i64, Runs>, String> {
     Ok(table)
 }
 
+/// One core count's runs: the count, then the runs' min, mean and max.
+type Spread = (i64, i64, i64, i64);
+
 /// Perfect scaling for the throughput chart: the mean at the fewest cores measured,
 /// times each count over that fewest. Latency has no such line.
-fn ideal_scaling(stats: &[(i64, i64, i64, i64)], chart: Chart) -> Vec<(i64, i64)> {
+fn ideal_scaling(stats: &[Spread], chart: Chart) -> Vec<(i64, i64)> {
     let (Chart::Throughput, Some(&(fewest, _, base, _)), Some(&(most, ..))) =
         (chart, stats.first(), stats.last())
     else {
@@ -130,14 +135,12 @@ enum Chart {
     P99,
 }
 
-fn draw<DB: DrawingBackend>(
-    root: DrawingArea<DB, Shift>,
+/// The chart's title, its y axis's label, and per core count the runs' min, mean and
+/// max.
+fn chart_data(
     table: &BTreeMap<i64, Runs>,
     chart: Chart,
-    caption: &str,
-) -> Result<(), String> {
-    let fail = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
-    root.fill(&WHITE).map_err(fail)?;
+) -> (&'static str, &'static str, Vec<Spread>) {
     let (title, y_label, values): (&str, &str, Vec<(i64, Vec<i64>)>) = match chart {
         Chart::Throughput => (
             "Throughput against cores (min, mean, max of runs)",
@@ -153,7 +156,7 @@ fn draw<DB: DrawingBackend>(
             table.iter().map(|(c, r)| (*c, r.p99_us.clone())).collect(),
         ),
     };
-    let stats: Vec<(i64, i64, i64, i64)> = values
+    let stats: Vec<Spread> = values
         .iter()
         .map(|(cores, v)| {
             let min = v.iter().copied().min().unwrap_or(0);
@@ -162,6 +165,18 @@ fn draw<DB: DrawingBackend>(
             (*cores, min, mean, max)
         })
         .collect();
+    (title, y_label, stats)
+}
+
+fn draw<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    table: &BTreeMap<i64, Runs>,
+    chart: Chart,
+    caption: &str,
+) -> Result<(), String> {
+    let fail = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+    root.fill(&WHITE).map_err(fail)?;
+    let (title, y_label, stats) = chart_data(table, chart);
     // The x axis counts tenths of a core, so that it can run half a core past the
     // measured counts on either side and carry a label at each measured count only.
     let cores: Vec<i64> = stats.iter().map(|s| s.0 * 10).collect();
@@ -205,6 +220,21 @@ fn draw<DB: DrawingBackend>(
         .label_style(("sans-serif", 16))
         .draw()
         .map_err(fail)?;
+    draw_series(&mut chart_context, &stats, &ideal).map_err(fail)?;
+    root.present().map_err(fail)?;
+    Ok(())
+}
+
+/// The ideal line (if any), the measured means with min-max bars, and their legend.
+fn draw_series<'a, DB: DrawingBackend + 'a>(
+    chart_context: &mut ChartContext<
+        'a,
+        DB,
+        Cartesian2d<WithKeyPoints<RangedCoordi64>, RangedCoordi64>,
+    >,
+    stats: &[Spread],
+    ideal: &[(i64, i64)],
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
     if !ideal.is_empty() {
         chart_context
             .draw_series(DashedLineSeries::new(
@@ -212,8 +242,7 @@ fn draw<DB: DrawingBackend>(
                 10,
                 6,
                 BLACK.mix(0.5).stroke_width(1),
-            ))
-            .map_err(fail)?
+            ))?
             .label("ideal: the fewest cores' mean, times cores over fewest")
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.mix(0.5)));
     }
@@ -222,32 +251,25 @@ fn draw<DB: DrawingBackend>(
         .draw_series(LineSeries::new(
             stats.iter().map(|s| (s.0 * 10, s.2)),
             color.stroke_width(2),
-        ))
-        .map_err(fail)?
+        ))?
         .label("measured: mean of runs, bars from min to max")
         .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
-    chart_context
-        .draw_series(
-            stats
-                .iter()
-                .map(|s| ErrorBar::new_vertical(s.0 * 10, s.1, s.2, s.3, color.filled(), 12)),
-        )
-        .map_err(fail)?;
-    chart_context
-        .draw_series(
-            stats
-                .iter()
-                .map(|s| Circle::new((s.0 * 10, s.2), 5, color.filled())),
-        )
-        .map_err(fail)?;
+    chart_context.draw_series(
+        stats
+            .iter()
+            .map(|s| ErrorBar::new_vertical(s.0 * 10, s.1, s.2, s.3, color.filled(), 12)),
+    )?;
+    chart_context.draw_series(
+        stats
+            .iter()
+            .map(|s| Circle::new((s.0 * 10, s.2), 5, color.filled())),
+    )?;
     chart_context
         .configure_series_labels()
         .position(SeriesLabelPosition::UpperLeft)
         .label_font(("sans-serif", 15))
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK.mix(0.3))
-        .draw()
-        .map_err(fail)?;
-    root.present().map_err(fail)?;
+        .draw()?;
     Ok(())
 }

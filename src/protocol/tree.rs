@@ -54,9 +54,13 @@ pub fn read_tree(
     // A lone `&` reaches the character data's own unescaping, which refuses it as it
     // refuses an unknown entity, rather than failing the read.
     reader.config_mut().allow_dangling_amp = true;
-    let mut stack: Vec<Element> = Vec::new();
-    let mut root: Option<Element> = None;
-    let mut elements = 0usize;
+    let mut tree = Tree {
+        stack: Vec::new(),
+        root: None,
+        elements: 0,
+        depth_max,
+        elements_max,
+    };
     // The reader hands character data over in pieces, split at each reference: they
     // are put back together, as written, and unescaped whole once the run ends, so
     // that a run is checked as one, as the XML standard reads it.
@@ -76,81 +80,110 @@ pub fn read_tree(
             }
             Ok(event) => event,
             Err(e) => {
-                take_text(&mut run, &mut stack)?;
+                take_text(&mut run, &mut tree.stack)?;
                 return reject(format!(
                     "malformed XML at byte {}: {e}",
                     reader.error_position()
                 ));
             }
         };
-        take_text(&mut run, &mut stack)?;
+        take_text(&mut run, &mut tree.stack)?;
+        if let Event::Eof = event {
+            return tree.finish();
+        }
+        tree.take(event, event_start == 0)?;
+    }
+}
+
+/// The tree as it is read: the elements still open, innermost last, and the root once
+/// it has closed.
+struct Tree {
+    stack: Vec<Element>,
+    root: Option<Element>,
+    elements: usize,
+    depth_max: usize,
+    elements_max: usize,
+}
+
+impl Tree {
+    /// Takes one event other than character data and the end of input; `first` when
+    /// nothing came before it.
+    fn take(&mut self, event: Event<'_>, first: bool) -> Result<(), ParseError> {
         match event {
-            Event::Decl(_) if event_start != 0 => {
+            Event::Decl(_) if !first => {
                 return reject("the XML declaration may only come first, with nothing before it");
             }
-            Event::Decl(decl) => {
-                if let Some(encoding) = decl.encoding() {
-                    let encoding = encoding
-                        .map_err(|e| ParseError(format!("malformed XML declaration: {e}")))?;
-                    if !encoding.eq_ignore_ascii_case("utf-8")
-                        && !encoding.eq_ignore_ascii_case("utf8")
-                    {
-                        return reject(format!(
-                            "only UTF-8 is accepted, the declaration says {encoding}"
-                        ));
-                    }
-                }
-            }
+            Event::Decl(decl) => declaration(&decl)?,
             Event::DocType(_) => return reject("DOCTYPE is not allowed"),
             Event::PI(pi) if pi.target().eq_ignore_ascii_case("xml") => {
                 return reject("the XML declaration may only come first, with nothing before it");
             }
-            Event::Comment(comment) if comment.contains('-') => {
-                if comment.contains("--") || comment.ends_with('-') {
-                    return reject("a comment may not contain -- or end with -");
-                }
+            Event::Comment(comment) if comment.contains("--") || comment.ends_with('-') => {
+                return reject("a comment may not contain -- or end with -");
             }
             Event::PI(_) | Event::Comment(_) => {}
-            Event::Start(_) | Event::Empty(_) if root.is_some() => {
+            Event::Start(_) | Event::Empty(_) if self.root.is_some() => {
                 return reject("more than one root element");
             }
             Event::Start(ref start) | Event::Empty(ref start) => {
-                elements += 1;
-                if stack.len() >= depth_max {
-                    return reject(format!("elements nest deeper than {}", depth_max));
+                self.elements += 1;
+                if self.stack.len() >= self.depth_max {
+                    return reject(format!("elements nest deeper than {}", self.depth_max));
                 }
                 let opened = element(start)?;
                 if matches!(event, Event::Start(_)) {
-                    stack.push(opened);
+                    self.stack.push(opened);
                 } else {
-                    close(&mut stack, &mut root, opened);
+                    close(&mut self.stack, &mut self.root, opened);
                 }
             }
             Event::End(_) => {
                 // check_end_names guarantees the end tag matches the innermost open element.
-                let Some(done) = stack.pop() else {
+                let Some(done) = self.stack.pop() else {
                     return reject("end tag without a start tag");
                 };
-                close(&mut stack, &mut root, done);
+                close(&mut self.stack, &mut self.root, done);
             }
-            // Taken in pieces above.
-            Event::Text(_) | Event::GeneralRef(_) => {}
-            Event::CData(data) => match stack.last_mut() {
+            // Character data is taken in runs, and the end of input by `finish`.
+            Event::Text(_) | Event::GeneralRef(_) | Event::Eof => {}
+            Event::CData(data) => match self.stack.last_mut() {
                 Some(open) => open.text.push_str(&data),
                 None => return reject("CDATA outside the root element"),
             },
-            Event::Eof => break,
         }
-        if elements > elements_max {
-            return reject(format!("request has more than {} elements", elements_max));
+        if self.elements > self.elements_max {
+            return reject(format!(
+                "request has more than {} elements",
+                self.elements_max
+            ));
+        }
+        Ok(())
+    }
+
+    /// The root, once the input has ended with every element closed.
+    fn finish(self) -> Result<Element, ParseError> {
+        if let Some(open) = self.stack.last() {
+            return reject(format!("document ends inside <{}>", open.name));
+        }
+        match self.root {
+            Some(root) => Ok(root),
+            None => reject("request has no root element"),
         }
     }
-    if let Some(open) = stack.last() {
-        return reject(format!("document ends inside <{}>", open.name));
-    }
-    match root {
-        Some(root) => Ok(root),
-        None => reject("request has no root element"),
+}
+
+/// Refuses an XML declaration that names an encoding other than UTF-8.
+fn declaration(decl: &quick_xml::events::BytesDecl<'_>) -> Result<(), ParseError> {
+    let Some(encoding) = decl.encoding() else {
+        return Ok(());
+    };
+    let encoding = encoding.map_err(|e| ParseError(format!("malformed XML declaration: {e}")))?;
+    if encoding.eq_ignore_ascii_case("utf-8") || encoding.eq_ignore_ascii_case("utf8") {
+        Ok(())
+    } else {
+        reject(format!(
+            "only UTF-8 is accepted, the declaration says {encoding}"
+        ))
     }
 }
 
