@@ -691,9 +691,12 @@ impl Session {
                 &[&account.as_str(), &symbol.as_str(), &amount, &limit],
             )
         })?;
-        let rejection: Option<&str> = row.try_get(0)?;
+        // The statement has committed: a result that does not read as the schema's
+        // contract says is a broken invariant, never "not executed".
+        let contract = |e: postgres::Error| -> ! { panic!("place_order's result: {e}") };
+        let rejection: Option<&str> = row.try_get(0).unwrap_or_else(|e| contract(e));
         let placed = match rejection {
-            None => Placed::Opened(OrderId(row.try_get(1)?)),
+            None => Placed::Opened(OrderId(row.try_get(1).unwrap_or_else(|e| contract(e)))),
             Some("no_account") => Placed::Refused(OrderRefusal::NoAccount),
             Some("insufficient_funds") => Placed::Refused(OrderRefusal::InsufficientFunds),
             Some("insufficient_shares") => Placed::Refused(OrderRefusal::InsufficientShares),
@@ -710,7 +713,11 @@ impl Session {
     ) -> Result<Canceled, StoreError> {
         let row =
             self.retrying(|c, s| c.query_one(&s.cancel_order, &[&account.as_str(), &order.0]))?;
-        match row.try_get::<_, &str>(0)? {
+        // Committed, as for place_order: a result that does not read is a broken invariant.
+        let status: &str = row
+            .try_get(0)
+            .unwrap_or_else(|e| panic!("cancel_order's result: {e}"));
+        match status {
             "canceled" => Ok(Canceled::Canceled),
             "not_found" => Ok(Canceled::NotFound),
             "not_open" => Ok(Canceled::NothingOpen),
