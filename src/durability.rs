@@ -166,7 +166,7 @@ impl Connection {
 }
 
 /// The answer to a request whose results could not be made durable: they may stand.
-pub fn not_durable(why: &dyn fmt::Display) -> Response {
+fn not_durable(why: &dyn fmt::Display) -> Response {
     Response::Rejected(format!(
         "{OUTCOME_UNKNOWN}: the database failed before this request's results were \
          durable ({why}); operations before the failure may stand"
