@@ -56,11 +56,10 @@ pub struct Connection {
     session: Option<Session>,
     /// Sessions opened so far: names the one that made a request's commits.
     opened: u64,
-    /// The server the last session opened is on, kept after the session breaks: commits
-    /// it made are still there, and a wait for the WAL on that server covers them.
-    server: Option<ServerId>,
-    /// Set once the database has answered the current request.
-    answered: bool,
+    /// The session the current request's commits were made on, once the database has
+    /// answered it. Kept after that session breaks: the commits it made are still on
+    /// its server, and a wait for the WAL there covers them.
+    touched: Option<Commits>,
 }
 
 impl Connection {
@@ -69,28 +68,19 @@ impl Connection {
             pool,
             session: None,
             opened: 0,
-            server: None,
-            answered: false,
+            touched: None,
         }
     }
 
     /// Starts a request: nothing of it has reached the database yet.
     pub fn begin(&mut self) {
-        self.answered = false;
+        self.touched = None;
     }
 
     /// The session the current request's commits were made on, if the database
     /// answered it: the answer must then wait until they are durable.
     pub fn touched(&self) -> Option<Commits> {
-        if !self.answered {
-            return None;
-        }
-        let server = self.server;
-        assert!(server.is_some(), "the database answered on no server");
-        server.map(|server| Commits {
-            ordinal: self.opened,
-            server,
-        })
+        self.touched
     }
 
     /// Runs one operation of the current request.
@@ -104,20 +94,36 @@ impl Connection {
         &mut self,
         mut operation: impl FnMut(&mut Session) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let mut result = if self.answered {
-            self.kept().and_then(&mut operation)
-        } else {
-            self.session().and_then(&mut operation)
+        let mut on =
+            |session: &mut Session| operation(session).map(|value| (value, session.server()));
+        let mut result = match self.touched {
+            Some(_) => self.kept().and_then(&mut on),
+            None => self.session().and_then(&mut on),
         };
-        if let (false, Err(ended @ StoreError::SessionEnded(_))) = (self.answered, &result) {
+        if let (None, Err(ended @ StoreError::SessionEnded(_))) = (self.touched, &result) {
             self.failed(ended);
-            result = self.session().and_then(&mut operation);
+            result = self.session().and_then(&mut on);
         }
-        match &result {
-            Ok(_) => self.answered = true,
-            Err(e) => self.failed(e),
+        match result {
+            Ok((value, server)) => {
+                let commits = Commits {
+                    ordinal: self.opened,
+                    server,
+                };
+                // A request stays on the session the database first answered it on.
+                assert!(
+                    self.touched.is_none_or(|touched| touched == commits),
+                    "a request's commits moved from {:?} to {commits:?}",
+                    self.touched
+                );
+                self.touched = Some(commits);
+                Ok(value)
+            }
+            Err(e) => {
+                self.failed(&e);
+                Err(e)
+            }
         }
-        result
     }
 
     /// Waits for the WAL on this session if it is the one that made `commits`.
@@ -138,7 +144,6 @@ impl Connection {
             _ => {
                 let session = Session::open(&self.pool)?;
                 self.opened += 1;
-                self.server = Some(session.server());
                 session
             }
         };
@@ -223,16 +228,17 @@ impl Answers {
     }
 
     /// Sends `response` to its client: at once if the request never reached the
-    /// database, else once its commits are durable.
+    /// database (`touched` is None), else once the commits it made are durable.
     pub fn send(
         &self,
         connection: &mut Connection,
         stream: TcpStream,
         response: &Response,
+        touched: Option<Commits>,
         request: answered::Record,
     ) {
         let bytes = protocol::render(response);
-        let Some(commits) = connection.touched() else {
+        let Some(commits) = touched else {
             answered::record(&request, Duration::ZERO, &stream);
             self.courier.deliver(stream, bytes);
             return;

@@ -4,11 +4,11 @@
 //! Each command runs as its own database transaction, in request order; a rejection is
 //! a value in the response, in the operation's place. After a database failure the
 //! rest of the request is answered "not executed" rather than retried against a
-//! database that just failed. What the request touched is the connection's to tell
-//! (`durability::Connection::touched`): its answer waits for that to be durable.
+//! database that just failed. With the response goes what the request touched, the
+//! session its commits were made on: the answer waits until they are durable.
 
 use crate::command::{Command, Operation};
-use crate::durability::Connection;
+use crate::durability::{Commits, Connection};
 use crate::model::{AccountId, OrderId, Symbol};
 use crate::protocol::render::{
     self, ANSWER_ENVELOPE_BYTES, FILL_BYTES_MAX, OPERATION_BYTES_RESERVED, ORDER_STATE_BYTES_MAX,
@@ -17,6 +17,14 @@ use crate::protocol::{Outcome, Response};
 use crate::rejection::{Refusal, Rejection, ServiceFailure};
 use crate::store::{Canceled, OrderRefusal, Placed, Session, StoreError};
 use rust_decimal::Decimal;
+
+/// A request's response, and the session its commits were made on if the database
+/// answered it: the response may be sent only once those are durable.
+#[derive(Debug)]
+pub struct Executed {
+    pub response: Response,
+    pub touched: Option<Commits>,
+}
 
 /// Executes `operations`, one database transaction per command, in order. Their
 /// commits are not yet durable: the caller sends the response only once they are.
@@ -30,7 +38,7 @@ pub fn execute(
     operations: Vec<Operation>,
     connection: &mut Connection,
     answer_bytes_max: usize,
-) -> Response {
+) -> Executed {
     assert!(
         answer_bytes_max >= answer_bytes_needed(operations.len()),
         "the settings let through a request whose answer cannot fit"
@@ -56,7 +64,10 @@ pub fn execute(
         .collect();
     // The answer has one part per operation, in order: what clients pair them by.
     assert_eq!(outcomes.len(), count, "an operation went unanswered");
-    Response::Results(outcomes)
+    Executed {
+        response: Response::Results(outcomes),
+        touched: execution.connection.touched(),
+    }
 }
 
 /// The smallest answer bound under which `operations` operations can always be answered.
@@ -156,27 +167,25 @@ impl Execution<'_> {
     fn command(&mut self, command: &Command, operation: &Operation) -> Result<Outcome, Refusal> {
         match command {
             Command::CreateAccount { account, balance } => {
-                if self.database(|s| s.create_account(account, *balance))? {
-                    Ok(Outcome::AccountCreated {
+                let created = self.database(|s| s.create_account(account, *balance))?;
+                created
+                    .then(|| Outcome::AccountCreated {
                         id: operation.echoed("id"),
                     })
-                } else {
-                    Err(Rejection::AccountAlreadyExists.into())
-                }
+                    .ok_or(Rejection::AccountAlreadyExists.into())
             }
             Command::IssueShares {
                 symbol,
                 account,
                 shares,
             } => {
-                if self.database(|s| s.issue_shares(account, symbol, *shares))? {
-                    Ok(Outcome::PositionCreated {
+                let issued = self.database(|s| s.issue_shares(account, symbol, *shares))?;
+                issued
+                    .then(|| Outcome::PositionCreated {
                         sym: operation.echoed("sym"),
                         id: operation.echoed("id"),
                     })
-                } else {
-                    Err(Rejection::AccountDoesNotExist.into())
-                }
+                    .ok_or(Rejection::AccountDoesNotExist.into())
             }
             Command::Order {
                 account,

@@ -62,7 +62,8 @@ fn counters<const N: usize>(
     Ok(())
 }
 
-/// One histogram family summed over the workers.
+/// One histogram family summed over the workers. Bounds and sums are floats because
+/// Prometheus' format carries them so; they are seconds or answer counts, never money.
 fn histogram<const N: usize>(
     encoder: &mut DescriptorEncoder,
     name: &str,
@@ -291,6 +292,7 @@ fn processes(e: &mut DescriptorEncoder, shared: &Shared) -> Result<(), std::fmt:
     )?;
     for (slot, w) in workers.iter().enumerate() {
         let at = w.alive_at_ms.load(Relaxed);
+        // Seconds as a float, as Prometheus reads a gauge: a time, never money.
         let age = if at == 0 {
             -1.0
         } else {

@@ -5,7 +5,7 @@
 //! (`durability::Connection`), and replaces it from the pool only when it breaks.
 
 use crate::command;
-use crate::durability::{Answers, Connection};
+use crate::durability::{Answers, Commits, Connection};
 use crate::exchange;
 use crate::metrics::{self, OperationOutcome, RequestKind};
 use crate::protocol::{self, Outcome, ParseLimits, Request, Response};
@@ -55,7 +55,7 @@ impl Handler {
 
     fn serve(&mut self, job: Job, answers: &Answers) {
         let began = Instant::now();
-        let (response, kind) = self.execute(&job.document);
+        let (response, touched, kind) = self.execute(&job.document);
         let database = began.elapsed();
         metrics::observe_database(database);
         count(kind, &response);
@@ -68,17 +68,22 @@ impl Handler {
             began,
             database,
         };
-        answers.send(&mut self.connection, job.stream, &response, request);
+        answers.send(
+            &mut self.connection,
+            job.stream,
+            &response,
+            touched,
+            request,
+        );
     }
 
-    /// Parses, checks and executes one request, leaving its durability to the caller.
-    fn execute(&mut self, document: &[u8]) -> (Response, RequestKind) {
+    /// Parses, checks and executes one request, leaving its durability to the caller:
+    /// the response, and what it touched in the database.
+    fn execute(&mut self, document: &[u8]) -> (Response, Option<Commits>, RequestKind) {
         let HandlerLimits {
             parse,
             response_bytes_max,
         } = self.limits;
-        // Nothing of a request that does not parse reaches the database.
-        self.connection.begin();
         match protocol::parse(document, parse) {
             Ok(request) => {
                 let kind = match request {
@@ -86,11 +91,12 @@ impl Handler {
                     Request::Transactions { .. } => RequestKind::Transactions,
                 };
                 let operations = command::check(&request);
-                let response =
+                let executed =
                     exchange::execute(operations, &mut self.connection, response_bytes_max);
-                (response, kind)
+                (executed.response, executed.touched, kind)
             }
-            Err(why) => (Response::Rejected(why.0), RequestKind::Malformed),
+            // Nothing of a request that does not parse reaches the database.
+            Err(why) => (Response::Rejected(why.0), None, RequestKind::Malformed),
         }
     }
 }

@@ -167,6 +167,7 @@ impl Intake {
         answer_and_close(&job.stream, &Response::Rejected(why));
     }
 
+    /// A handler's own buffers for its turns.
     pub fn reader(&self) -> Reader {
         Reader {
             chunk: vec![0u8; READ_CHUNK_BYTES],
