@@ -39,9 +39,10 @@ pub struct Settings {
     /// all of them, has one more.
     // Two per worker, and one handler per CPU in all by default. On 2 CPUs with the
     // database on the same machine, one worker of 2 handlers served more than two
-    // workers of 1 (they share one flusher, so fewer waits for the disk), and 3 or 4
-    // handlers per worker served no more (docs/benchmarks.md). A database far away,
-    // where a handler mostly waits, may want more.
+    // workers of 1 (they share one flusher, so fewer waits for the disk); 4 served
+    // more only unpinned with many clients waiting, and less when pinned, which costs
+    // the scaling target (docs/benchmarks.md). A database far away, where a handler
+    // mostly waits, may want more.
     #[arg(long, env = "EXCHANGE_THREADS", default_value_t = 2, value_parser = at_least_one)]
     pub threads: usize,
 
