@@ -361,7 +361,7 @@ fn checkout_timeout(config: &postgres::Config) -> Duration {
 
 /// A pool of `size` connections; fails if the database cannot be reached now, naming
 /// the database's own reason (SQLSTATE and message) when it gave one. Each connection
-/// is checked for the server's session settings as it opens.
+/// is checked for the server's session settings and warmed as it opens (`SessionSetup`).
 pub fn pool(
     Target { config, tls }: Target,
     size: u32,
@@ -371,7 +371,7 @@ pub fn pool(
     Pool::builder()
         .max_size(size)
         .connection_timeout(checkout_timeout(&config))
-        .connection_customizer(Box::new(SettingsCheck(timeouts)))
+        .connection_customizer(Box::new(SessionSetup(timeouts)))
         .error_handler(Box::new(last_error.clone()))
         .build(PostgresConnectionManager::new(config, tls))
         .map_err(|e| {
@@ -408,18 +408,39 @@ fn note_warning(notice: postgres::error::DbError) {
     }
 }
 
-/// Refuses a session in which the settings the server sends at connection time did not
-/// take effect. A connection pooler such as PgBouncer refuses the `options` startup
-/// parameter they travel in, or, told to ignore it, drops them silently: then no
-/// statement timeout, and plans that scan whole tables. The database raises the error
-/// itself, so that it reaches the pool's error handler like any other refusal.
+/// Readies each new session before it serves: refuses it if the settings the server
+/// sends at connection time did not take effect, then warms its plans (`warm_up`).
+/// A connection pooler such as PgBouncer refuses the `options` startup parameter the
+/// settings travel in, or, told to ignore it, drops them silently: then no statement
+/// timeout, and plans that scan whole tables. The database raises the error itself, so
+/// that it reaches the pool's error handler like any other refusal.
 #[derive(Debug)]
-struct SettingsCheck(DatabaseTimeouts);
+struct SessionSetup(DatabaseTimeouts);
 
-impl r2d2::CustomizeConnection<Client, postgres::Error> for SettingsCheck {
+impl r2d2::CustomizeConnection<Client, postgres::Error> for SessionSetup {
     fn on_acquire(&self, client: &mut Client) -> Result<(), postgres::Error> {
-        check_session_settings(client, self.0)
+        check_session_settings(client, self.0)?;
+        warm_up(client)
     }
+}
+
+/// Plans, before the session's first order, the statements every order runs up to
+/// its rejection for want of an account, in both directions, and the first of a
+/// cancel. A session plans each statement of `place_order` the first time it runs it,
+/// under the symbol's lock, which every other order on the symbol waits for: without
+/// this, a server instance that starts under load makes all of them wait while its
+/// new sessions plan. The account '' and the symbol 'warm-up' are outside their
+/// domains, so no row can match, and the lock taken is keyed by the hash of a name no
+/// symbol can have; the rollback leaves nothing. The trade paths stay for the first
+/// orders to plan: reaching them inserts an order, which would take an order id.
+fn warm_up(client: &mut Client) -> Result<(), postgres::Error> {
+    client.batch_execute(
+        "BEGIN;
+         SELECT place_order('', 'warm-up', 1, 1);
+         SELECT place_order('', 'warm-up', -1, 1);
+         SELECT cancel_order('', 0);
+         ROLLBACK",
+    )
 }
 
 /// Fails, with the database's own error naming each setting that is not as sent, if

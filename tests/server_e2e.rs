@@ -292,3 +292,50 @@ fn a_long_request_does_not_hold_up_short_ones() {
         "a short request waited {slowest:?} beside one of {took:?}"
     );
 }
+
+/// Found by tests/deployment.rs (a server instance started under load made an order
+/// wait 244 ms, against 18 ms before): a session plans each statement of `place_order`
+/// the first time it runs it, under the symbol's lock that every other order on the
+/// symbol waits for, so new sessions made everyone wait while they planned. Each
+/// session now runs the paths of an order and a cancel that change nothing as it
+/// opens. PostgreSQL counts the calls (`track_functions`), and a session reports its
+/// counts at the latest when it ends.
+#[test]
+fn every_new_session_runs_the_order_paths_before_it_serves() {
+    let url = fresh_database("e2e_warm_up");
+    let mut db = common::sql(&url);
+    db.batch_execute(
+        "DO $$ BEGIN
+             EXECUTE format('ALTER DATABASE %I SET track_functions = ''pl''', current_database());
+         END $$",
+    )
+    .expect("count function calls");
+    let (workers, threads) = (2, 2);
+    let mut server = Server::start(&url, workers, &["--threads", &threads.to_string()]);
+    assert!(server.stop().success());
+    let sessions = workers * (threads + 1);
+    let mut calls = |function: &str| -> i64 {
+        db.query_one(
+            "SELECT coalesce(sum(calls), 0)::bigint FROM pg_stat_user_functions WHERE funcname = $1",
+            &[&function],
+        )
+        .expect("the counts")
+        .get(0)
+    };
+    // No request placed or canceled an order: each call is a session's warm-up, a
+    // buy and a sell each.
+    assert_eq!(calls("place_order"), 2 * sessions as i64);
+    assert_eq!(calls("cancel_order"), sessions as i64);
+    // And left nothing behind, not even a used order id: the first order is still 1.
+    let (orders, ids_used): (i64, bool) = {
+        let row = db
+            .query_one(
+                "SELECT (SELECT count(*) FROM orders),
+                        (SELECT is_called FROM orders_id_seq)",
+                &[],
+            )
+            .expect("the orders");
+        (row.get(0), row.get(1))
+    };
+    assert_eq!((orders, ids_used), (0, false));
+}
