@@ -504,12 +504,14 @@ fn a_flush_on_another_server_vouches_for_nothing() {
     assert_eq!(order()[0].name, "opened");
     // Both handlers take their sessions on the first server before the split: queries
     // in parallel until the flusher and two handlers have used theirs. (The pool also
-    // keeps idle connections, which have run nothing but the read-write check and the
-    // settings check; one of those could otherwise take a handler to the other server.)
+    // keeps idle connections, which have run nothing but the read-write check, the
+    // settings check and the warm-up; one of those could otherwise take a handler to
+    // the other server.)
     let idle = |statement: &str| {
         statement.is_empty()
             || statement.starts_with("SHOW ")
             || statement.starts_with("DO $check$")
+            || statement.contains("'warm-up'")
     };
     let used = || {
         last_statements(&url)
