@@ -409,7 +409,8 @@ fn note_warning(notice: postgres::error::DbError) {
 }
 
 /// Readies each new session before it serves: refuses it if the settings the server
-/// sends at connection time did not take effect, then warms its plans (`warm_up`).
+/// sends at connection time did not take effect, then warms its plans if it can
+/// (`warm_up`).
 /// A connection pooler such as PgBouncer refuses the `options` startup parameter the
 /// settings travel in, or, told to ignore it, drops them silently: then no statement
 /// timeout, and plans that scan whole tables. The database raises the error itself, so
@@ -420,7 +421,14 @@ struct SessionSetup(DatabaseTimeouts);
 impl r2d2::CustomizeConnection<Client, postgres::Error> for SessionSetup {
     fn on_acquire(&self, client: &mut Client) -> Result<(), postgres::Error> {
         check_session_settings(client, self.0)?;
-        warm_up(client)
+        // Only an optimisation: a session that cannot warm up (a read-only database
+        // refuses even an UPDATE that matches nothing) still serves, and its orders
+        // get the database's own answer, as they did before there was a warm-up.
+        if let Err(e) = warm_up(client) {
+            client.batch_execute("ROLLBACK")?;
+            tracing::warn!("a new database session could not warm up: {e}");
+        }
+        Ok(())
     }
 }
 

@@ -346,3 +346,25 @@ fn every_new_session_runs_the_order_paths_before_it_serves() {
     };
     assert_eq!((orders, ids_used), (0, false));
 }
+
+/// Found while checking the warm-up: a database whose transactions are read-only
+/// (a standby, or `default_transaction_read_only`) refuses even the warm-up's UPDATE
+/// that matches nothing; failing the session for it left the workers unable to open
+/// any, and clients waited unanswered. The warm-up is an optimisation: such a
+/// database's sessions serve, and an order gets the database's refusal.
+#[test]
+fn a_read_only_database_gets_answers_not_silence() {
+    let url = fresh_database("e2e_read_only");
+    common::sql(&url)
+        .batch_execute(
+            "DO $$ BEGIN
+                 EXECUTE format('ALTER DATABASE %I SET default_transaction_read_only = on',
+                                current_database());
+             END $$",
+        )
+        .expect("a read-only database");
+    let server = Server::start(&url, 2, &[]);
+    let answer = server.send(r#"<create><account id="1" balance="5"/></create>"#);
+    assert_eq!(answer[0].name, "error", "{answer:?}");
+    assert!(answer[0].text.contains("database"), "{answer:?}");
+}
