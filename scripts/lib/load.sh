@@ -1,7 +1,8 @@
 # shellcheck shell=bash
 # Shared by scripts/bench, scripts/scale and scripts/compare-builds, which run the
 # server under `exchange-client load`: preparing a database, waiting for the server's
-# port, and reading the load's `--json` report (with jq).
+# port, reading the load's `--json` report (with jq), and the time the hypervisor
+# stole meanwhile.
 
 # await_port PORT: returns once something accepts connections on 127.0.0.1:PORT
 # (or after 10 s; the load that follows then reports the failure).
