@@ -33,4 +33,6 @@ pub mod store;
 #[cfg(feature = "full")]
 pub mod tls;
 #[cfg(feature = "full")]
+pub mod watchdog;
+#[cfg(feature = "full")]
 pub mod wire;

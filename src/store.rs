@@ -16,16 +16,74 @@
 
 use crate::model::{AccountId, Fill, OrderId, OrderState, Symbol};
 use crate::tls::Tls;
+use crate::watchdog::{self, Canceller};
 use postgres::error::SqlState;
 use postgres::{Client, Statement};
-use r2d2::{Pool, PooledConnection};
+use r2d2::{ManageConnection, Pool, PooledConnection};
 use r2d2_postgres::PostgresConnectionManager;
 use rust_decimal::Decimal;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
-pub type Manager = PostgresConnectionManager<Tls>;
+/// The pool's connections: r2d2_postgres' manager, with connections a session can
+/// retire so that the pool opens a new one in their place instead of handing them out
+/// again, and with what the watchdog needs to cancel a wait on them.
+pub struct Manager {
+    inner: PostgresConnectionManager<Tls>,
+    tls: Tls,
+    /// How long a wait the watchdog watches may last.
+    wait_bound: Duration,
+}
+
+/// A pooled connection: the client, how to cancel what it runs, and whether it is
+/// retired.
+pub struct Pooled {
+    client: Client,
+    canceller: Arc<Canceller>,
+    retired: bool,
+}
+
+impl std::ops::Deref for Pooled {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl std::ops::DerefMut for Pooled {
+    fn deref_mut(&mut self) -> &mut Client {
+        &mut self.client
+    }
+}
+
+impl ManageConnection for Manager {
+    type Connection = Pooled;
+    type Error = postgres::Error;
+
+    fn connect(&self) -> Result<Pooled, postgres::Error> {
+        let client = self.inner.connect()?;
+        let canceller = Arc::new(Canceller {
+            token: client.cancel_token(),
+            tls: self.tls.clone(),
+            bound: self.wait_bound,
+        });
+        Ok(Pooled {
+            client,
+            canceller,
+            retired: false,
+        })
+    }
+
+    fn is_valid(&self, conn: &mut Pooled) -> Result<(), postgres::Error> {
+        self.inner.is_valid(&mut conn.client)
+    }
+
+    fn has_broken(&self, conn: &mut Pooled) -> bool {
+        conn.retired || self.inner.has_broken(&mut conn.client)
+    }
+}
 
 /// How a re-run operation is bounded.
 const ATTEMPTS_MAX: u32 = 8;
@@ -368,12 +426,18 @@ pub fn pool(
     timeouts: DatabaseTimeouts,
 ) -> Result<Pool<Manager>, StoreError> {
     let last_error = LastError::default();
+    let checkout_timeout = checkout_timeout(&config);
+    let manager = Manager {
+        inner: PostgresConnectionManager::new(config, tls.clone()),
+        tls,
+        wait_bound: Duration::from_millis(timeouts.statement_ms),
+    };
     Pool::builder()
         .max_size(size)
-        .connection_timeout(checkout_timeout(&config))
+        .connection_timeout(checkout_timeout)
         .connection_customizer(Box::new(SessionSetup(timeouts)))
         .error_handler(Box::new(last_error.clone()))
-        .build(PostgresConnectionManager::new(config, tls))
+        .build(manager)
         .map_err(|e| {
             let cause = last_error
                 .take()
@@ -418,8 +482,8 @@ fn note_warning(notice: postgres::error::DbError) {
 #[derive(Debug)]
 struct SessionSetup(DatabaseTimeouts);
 
-impl r2d2::CustomizeConnection<Client, postgres::Error> for SessionSetup {
-    fn on_acquire(&self, client: &mut Client) -> Result<(), postgres::Error> {
+impl r2d2::CustomizeConnection<Pooled, postgres::Error> for SessionSetup {
+    fn on_acquire(&self, client: &mut Pooled) -> Result<(), postgres::Error> {
         check_session_settings(client, self.0)?;
         // Only an optimisation: a session that cannot warm up (a read-only database
         // refuses even an UPDATE that matches nothing) still serves, and its orders
@@ -645,9 +709,9 @@ impl Session {
         self.server
     }
 
-    /// True once the connection is gone; the session must then be dropped.
+    /// True once the connection is gone or retired; the session must then be dropped.
     pub fn is_broken(&self) -> bool {
-        self.client.is_closed()
+        self.client.retired || self.client.is_closed()
     }
 
     /// Runs `operation` as a whole, again after a deadlock or serialization failure.
@@ -766,9 +830,26 @@ impl Session {
     /// reports success, when a commit's wait for a synchronous standby was cancelled
     /// (the transaction committed here but might not have been replicated), and a
     /// failover may then lose it. See [`note_warning`] for which warnings count.
+    ///
+    /// The wait is bounded by the statement timeout, which PostgreSQL does not apply
+    /// to a commit's wait for a standby: past it the watchdog cancels the wait, and the
+    /// session is retired, so that the next one goes to whichever host of the URL
+    /// takes writes then (a primary cut off from its standbys may have been replaced).
     pub fn make_durable(&mut self) -> Result<(), StoreError> {
         WARNING.with(|w| w.take());
-        self.retrying(|c, s| c.execute(&s.make_durable, &[]))?;
+        let watch = watchdog::watch(&self.client.canceller);
+        let waited = self.retrying(|c, s| c.execute(&s.make_durable, &[]));
+        if watch.finish() {
+            self.client.retired = true;
+            if waited.is_err() || WARNING.with(|w| w.take()).is_some() {
+                return Err(StoreError::NotConfirmed(format!(
+                    "no confirmation within the statement timeout ({} ms), so the wait \
+                     was cancelled",
+                    self.client.canceller.bound.as_millis()
+                )));
+            }
+        }
+        waited?;
         match WARNING.with(|w| w.take()) {
             None => Ok(()),
             Some(warning) => Err(StoreError::NotConfirmed(warning)),

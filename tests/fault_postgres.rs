@@ -424,6 +424,55 @@ fn a_commit_whose_wait_for_the_standby_was_cancelled_is_not_a_success() {
     audit_holds(&url);
 }
 
+/// A primary cut off from its synchronous standbys but not from the servers: every
+/// commit that waits for a standby waits until cancelled, and PostgreSQL's
+/// statement_timeout does not count that wait. The server bounds it by the statement
+/// timeout itself, answers "outcome unknown" (the flusher's wait, then the handler's
+/// own, each within the bound), leaves no session waiting, and serves again once a
+/// standby is no longer needed, without a restart.
+#[test]
+fn a_wait_for_a_standby_that_never_answers_ends_within_the_statement_timeout() {
+    let _cluster = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    let url = fresh_database("fault_pg_syncrep_bound");
+    let mut server = Server::start(&url, 1, &["--statement-timeout-ms", "1000"]);
+    server.send(r#"<create><account id="1" balance="1000"/></create>"#);
+    let order = r#"<transactions id="1"><order sym="X" amount="1" limit="2"/></transactions>"#;
+    let standby = ClusterSetting::set(&url, "synchronous_standby_names", "no_such_standby");
+    let began = Instant::now();
+    let answer = server.try_send(order).expect("an answer, not a hang");
+    let waited = began.elapsed();
+    let answer = exchange::protocol::reply::read_reply(answer.as_bytes()).expect("an answer");
+    assert_eq!(answer[0].name, "error", "{answer:?}");
+    assert!(
+        answer[0].text.starts_with("outcome unknown") && answer[0].text.contains("1000 ms"),
+        "{}",
+        answer[0].text
+    );
+    // Two waits of 1 s, each cancelled within a tick of its bound, and the time to send
+    // the cancels: anything near the client's 30 s would be a hang.
+    assert!(waited < Duration::from_secs(5), "answered after {waited:?}");
+    let waiting = "SELECT count(*) FROM pg_stat_activity
+                    WHERE application_name = 'exchange-server' AND wait_event = 'SyncRep'
+                      AND datname = current_database()";
+    assert_eq!(
+        count(&url, waiting),
+        0,
+        "a session still waits for the standby"
+    );
+    drop(standby);
+    let answer = server.send(order);
+    assert_eq!(answer[0].name, "opened", "{answer:?}");
+    // Both orders committed on the primary; only the second was confirmed.
+    assert_eq!(count(&url, "SELECT count(*) FROM orders"), 2);
+    audit_holds(&url);
+    let stopping = Instant::now();
+    assert!(server.stop().success());
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "the stop waited"
+    );
+}
+
 /// A second cluster of the test's own on 127.0.0.1, removed when dropped: the other
 /// writable server of a split.
 struct SecondCluster {

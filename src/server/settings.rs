@@ -108,7 +108,9 @@ pub struct Settings {
 
     /// Longest one database statement may run, in milliseconds. One order is one
     /// statement, and its symbol waits for it: enough for an order that sweeps a few
-    /// hundred thousand resting orders, and no more.
+    /// hundred thousand resting orders, and no more. Also the longest one wait for
+    /// commits to be durable (for a synchronous standby, say), which PostgreSQL's own
+    /// statement timeout does not count.
     #[arg(long, default_value_t = 10_000, value_parser = at_least_one_ms)]
     pub statement_timeout_ms: u64,
 
