@@ -160,11 +160,15 @@ impl Formation {
             succeed(set, "pg_autoctl config set");
             formation.run_keeper(&node);
             if number == 0 {
-                // A primary cut off from its standbys believes it still has them until
-                // its WAL senders time out (pg_autoctl sets 30 s); only then does its
-                // keeper count the partition timeout. Both together must end before the
-                // monitor's demote timeout, or two primaries run at once (the standbys
-                // copy this setting with the data folder).
+                // A primary's keeper counts the partition timeout from the last time it
+                // saw a standby after losing the monitor; one whose WAL senders timed
+                // out before it noticed the monitor was gone never counts it, and its
+                // primary never stops (pg_auto_failover 2.0). So the WAL senders must
+                // outlast that notice: the keeper's loop (1 s) and its call to the
+                // monitor (the monitor URL's bounds below, 3 s at most). And they and
+                // the partition timeout together must end before the monitor's demote
+                // timeout, or two primaries run at once. (pg_autoctl sets 30 s; the
+                // standbys copy this setting with the data folder.)
                 let port = node_port(number);
                 wait_for(
                     || psql(&node, port, "exchange", "SELECT 1").is_ok(),
@@ -175,7 +179,7 @@ impl Formation {
                 // every answer at once and be taken for what a server start costs.
                 for sql in [
                     "ALTER SYSTEM SET fsync = off",
-                    "ALTER SYSTEM SET wal_sender_timeout = '3s'",
+                    "ALTER SYSTEM SET wal_sender_timeout = '6s'",
                     "SELECT pg_reload_conf()",
                 ] {
                     psql(&node, port, "exchange", sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
@@ -245,8 +249,9 @@ impl Formation {
     }
 
     /// Detection in seconds rather than tens of them: checks every second, a node is
-    /// unhealthy 3 s after its last answer, and a lost primary gets 8 s to demote
-    /// itself before its standby is promoted (the keepers' partition timeout is 4 s).
+    /// unhealthy 3 s after its last answer, and a lost primary gets 15 s to demote
+    /// itself before its standby is promoted: its WAL senders' timeout (6 s), then the
+    /// keepers' partition timeout (4 s), and a margin for the keeper's loop.
     fn tune_monitor(&self) {
         for (setting, value) in [
             ("health_check_period", "1000"),
@@ -254,7 +259,7 @@ impl Formation {
             ("health_check_max_retries", "1"),
             ("health_check_retry_delay", "500"),
             ("node_considered_unhealthy_timeout", "3000"),
-            ("primary_demote_timeout", "8000"),
+            ("primary_demote_timeout", "15000"),
         ] {
             self.on_monitor(&format!(
                 "ALTER SYSTEM SET pgautofailover.{setting} = {value}"

@@ -166,23 +166,15 @@ impl Host {
         !output.stdout.trim_ascii().is_empty()
     }
 
-    /// Cuts this host off from `others` and them from it, in both directions (a
-    /// partition: packets vanish, nobody is told), leaving its other links alone.
+    /// Cuts this host off from `others` and them from it (a partition), leaving its
+    /// other links alone. As this host sees it, packets vanish and nobody is told:
+    /// what it sends arrives, but every answer is dropped on the way back (a blackhole
+    /// route on the others' side), so its calls to them end only by their timeouts,
+    /// as over a real network. (A blackhole route on its own side would fail its
+    /// new connections at once, which no real partition does.)
     pub fn cut_off_from(&self, others: &[&Host]) {
         for other in others {
-            let to_other = format!("{}/32", other.address);
             let to_self = format!("{}/32", self.address);
-            run(
-                "ip",
-                &[
-                    "-n",
-                    &self.namespace,
-                    "route",
-                    "add",
-                    "blackhole",
-                    &to_other,
-                ],
-            );
             run(
                 "ip",
                 &[
