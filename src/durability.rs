@@ -139,9 +139,14 @@ impl Connection {
 
     /// The session, opened anew if there is none or it broke.
     fn session(&mut self) -> Result<&mut Session, StoreError> {
+        // A broken one goes back to the pool first: the pool has a connection for each
+        // thread and no more, so the new one may need its place.
+        if self.session.as_ref().is_some_and(Session::is_broken) {
+            self.session = None;
+        }
         let session = match self.session.take() {
-            Some(session) if !session.is_broken() => session,
-            _ => {
+            Some(session) => session,
+            None => {
                 let session = Session::open(&self.pool)?;
                 self.opened += 1;
                 session

@@ -841,11 +841,17 @@ impl Session {
         let waited = self.retrying(|c, s| c.execute(&s.make_durable, &[]));
         if watch.finish() {
             self.client.retired = true;
-            if waited.is_err() || WARNING.with(|w| w.take()).is_some() {
+            let bound = self.client.canceller.bound.as_millis();
+            let why = match (&waited, WARNING.with(|w| w.take())) {
+                (Err(e), _) => Some(e.to_string()),
+                (Ok(_), Some(warning)) => Some(warning),
+                // It ended as the cancel was sent, and without a warning: durable.
+                (Ok(_), None) => None,
+            };
+            if let Some(why) = why {
                 return Err(StoreError::NotConfirmed(format!(
-                    "no confirmation within the statement timeout ({} ms), so the wait \
-                     was cancelled",
-                    self.client.canceller.bound.as_millis()
+                    "no confirmation within the statement timeout ({bound} ms), so the \
+                     wait was cancelled: {why}"
                 )));
             }
         }

@@ -437,6 +437,14 @@ fn a_wait_for_a_standby_that_never_answers_ends_within_the_statement_timeout() {
     let mut server = Server::start(&url, 1, &["--statement-timeout-ms", "1000"]);
     server.send(r#"<create><account id="1" balance="1000"/></create>"#);
     let order = r#"<transactions id="1"><order sym="X" amount="1" limit="2"/></transactions>"#;
+    let sessions = "SELECT pid FROM pg_stat_activity
+                     WHERE application_name = 'exchange-server' AND datname = current_database()";
+    let pids = |db: &mut postgres::Client| -> Vec<i32> {
+        let rows = db.query(sessions, &[]).expect("the server's sessions");
+        rows.iter().map(|row| row.get(0)).collect()
+    };
+    let mut db = sql(&url);
+    let before = pids(&mut db);
     let standby = ClusterSetting::set(&url, "synchronous_standby_names", "no_such_standby");
     let began = Instant::now();
     let answer = server.try_send(order).expect("an answer, not a hang");
@@ -459,6 +467,21 @@ fn a_wait_for_a_standby_that_never_answers_ends_within_the_statement_timeout() {
         0,
         "a session still waits for the standby"
     );
+    // The flusher's session and the handler's waited: both were given up, not handed
+    // out again by the pool.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let now = pids(&mut db);
+        let gone = before.iter().filter(|pid| !now.contains(pid)).count();
+        if gone >= 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the sessions that waited are still open: {before:?} then {now:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     drop(standby);
     let answer = server.send(order);
     assert_eq!(answer[0].name, "opened", "{answer:?}");

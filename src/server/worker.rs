@@ -10,6 +10,7 @@ use crate::server::intake::Intake;
 use crate::server::signals::Stop;
 use crate::server::{affinity, Settings};
 use crate::store::{self, Manager};
+use crate::watchdog;
 use r2d2::Pool;
 use std::net::TcpListener;
 use std::sync::{Arc, Barrier};
@@ -88,6 +89,12 @@ fn start(
     stop: Stop,
 ) -> std::io::Result<Stages> {
     let intake = Arc::new(intake);
+    // One per process, for every session's waits; a worker that cannot start it exits,
+    // and its supervisor starts another.
+    static WATCHDOG: std::sync::Once = std::sync::Once::new();
+    let mut started = Ok(());
+    WATCHDOG.call_once(|| started = spawn("watchdog".into(), watchdog::run).map(drop));
+    started?;
     let (courier, deliver) = Courier::new(settings.delivery_limits());
     let (to_flusher, awaiting) = crossbeam_channel::unbounded();
     let flusher = Flusher::new(pool.clone(), courier.clone());
