@@ -839,26 +839,26 @@ impl Session {
         WARNING.with(|w| w.take());
         let watch = watchdog::watch(&self.client.canceller);
         let waited = self.retrying(|c, s| c.execute(&s.make_durable, &[]));
-        if watch.finish() {
+        let cancelled = watch.finish();
+        if cancelled {
             self.client.retired = true;
-            let bound = self.client.canceller.bound.as_millis();
-            let why = match (&waited, WARNING.with(|w| w.take())) {
-                (Err(e), _) => Some(e.to_string()),
-                (Ok(_), Some(warning)) => Some(warning),
-                // It ended as the cancel was sent, and without a warning: durable.
-                (Ok(_), None) => None,
-            };
-            if let Some(why) = why {
-                return Err(StoreError::NotConfirmed(format!(
-                    "no confirmation within the statement timeout ({bound} ms), so the \
-                     wait was cancelled: {why}"
-                )));
-            }
         }
-        waited?;
-        match WARNING.with(|w| w.take()) {
-            None => Ok(()),
-            Some(warning) => Err(StoreError::NotConfirmed(warning)),
+        match (waited, WARNING.with(|w| w.take())) {
+            // Durable. (A cancel that had landed would have left an error or a warning:
+            // if one was sent, the wait ended first.)
+            (Ok(_), None) => Ok(()),
+            (waited, warning) if cancelled => {
+                let why = waited
+                    .err()
+                    .map_or_else(|| warning.unwrap_or_default(), |e| e.to_string());
+                Err(StoreError::NotConfirmed(format!(
+                    "no confirmation within the statement timeout ({} ms), so the wait \
+                     was cancelled: {why}",
+                    self.client.canceller.bound.as_millis()
+                )))
+            }
+            (Err(e), _) => Err(e),
+            (Ok(_), Some(warning)) => Err(StoreError::NotConfirmed(warning)),
         }
     }
 

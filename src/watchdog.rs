@@ -37,7 +37,6 @@ struct Entry {
     cancelled: bool,
 }
 
-#[derive(Default)]
 struct Waits {
     next_id: u64,
     entries: Vec<Entry>,
