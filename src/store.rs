@@ -64,11 +64,11 @@ impl ManageConnection for Manager {
 
     fn connect(&self) -> Result<Pooled, postgres::Error> {
         let client = self.inner.connect()?;
-        let canceller = Arc::new(Canceller {
-            token: client.cancel_token(),
-            tls: self.tls.clone(),
-            bound: self.wait_bound,
-        });
+        let canceller = Arc::new(Canceller::new(
+            client.cancel_token(),
+            self.tls.clone(),
+            self.wait_bound,
+        ));
         Ok(Pooled {
             client,
             canceller,

@@ -1,25 +1,47 @@
 //! Cancels a database wait that PostgreSQL itself never ends: a commit's wait for a
 //! synchronous standby, which `statement_timeout` does not count. A worker's watchdog
 //! thread ([`run`]) checks the waits under way a few times a second and cancels,
-//! through PostgreSQL's cancel request, each that has lasted its bound.
+//! through PostgreSQL's cancel request, each that has lasted its bound; a request that
+//! did not reach the database is sent again at the next look, for as long as the wait
+//! lasts.
 //!
 //! Without it a primary cut off from its standbys but not from the servers (a
 //! network split) would hold every session waiting on it until something outside
 //! the server stopped that primary.
 
 use crate::tls::Tls;
+use std::cell::Cell;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// How often the thread looks: a wait is cancelled at most this much past its bound.
 const TICK: Duration = Duration::from_millis(100);
 
-/// What cancelling a session's statement takes: its cancel key and address, the TLS
-/// settings of its connection, and how long a watched wait may last.
+/// What cancelling a session's statement takes: a way to send its cancel request, and
+/// how long a watched wait may last.
 pub struct Canceller {
-    pub token: postgres::CancelToken,
-    pub tls: Tls,
+    send: Box<dyn Fn() -> Result<(), String> + Send + Sync>,
     pub bound: Duration,
+}
+
+impl Canceller {
+    /// For the session `token` came from, reached with the TLS settings `tls`.
+    pub fn new(token: postgres::CancelToken, tls: Tls, bound: Duration) -> Canceller {
+        Canceller::sending(bound, move || {
+            token.cancel_query(tls.clone()).map_err(|e| e.to_string())
+        })
+    }
+
+    fn sending(
+        bound: Duration,
+        send: impl Fn() -> Result<(), String> + Send + Sync + 'static,
+    ) -> Canceller {
+        Canceller {
+            send: Box::new(send),
+            bound,
+        }
+    }
 }
 
 /// A wait being watched until [`Watch::finish`] (or, should a caller return early,
@@ -34,7 +56,12 @@ struct Entry {
     id: u64,
     due: Instant,
     canceller: Arc<Canceller>,
+    /// A cancel request was tried: the session must be given up.
     cancelled: bool,
+    /// A thread is sending one now.
+    sending: bool,
+    /// One reached the database: no more are sent.
+    sent: bool,
 }
 
 struct Waits {
@@ -61,6 +88,8 @@ pub fn watch(canceller: &Arc<Canceller>) -> Watch {
         due: Instant::now() + canceller.bound,
         canceller: canceller.clone(),
         cancelled: false,
+        sending: false,
+        sent: false,
     });
     Watch {
         id,
@@ -107,9 +136,10 @@ fn cancel_overdue() {
     let overdue: Vec<(u64, Arc<Canceller>)> = waits()
         .entries
         .iter_mut()
-        .filter(|e| !e.cancelled && e.due <= now)
+        .filter(|e| e.due <= now && !e.sending && !e.sent)
         .map(|e| {
             e.cancelled = true;
+            e.sending = true;
             (e.id, e.canceller.clone())
         })
         .collect();
@@ -125,16 +155,116 @@ fn cancel_overdue() {
             .name("cancel".into())
             .spawn(move || {
                 let _span = span.entered();
-                if let Err(e) = canceller.token.cancel_query(canceller.tls.clone()) {
-                    tracing::warn!("the cancel request failed: {e}");
+                let outcome = send(&canceller);
+                if let Err(e) = &outcome {
+                    tracing::warn!("the cancel request failed, to be tried again: {e}");
                 }
+                settle(id, outcome.is_ok());
             });
         if let Err(e) = sent {
-            // Nothing was sent: the wait stays as it was, to be tried at the next tick.
             tracing::warn!("cannot start a thread to send a cancel request: {e}");
-            if let Some(entry) = waits().entries.iter_mut().find(|e| e.id == id) {
-                entry.cancelled = false;
-            }
+            settle(id, false);
         }
+    }
+}
+
+thread_local! {
+    static SENDING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// True on a thread while it sends a cancel request: a panic there is caught, and is
+/// no broken invariant of ours. (The postgres crate's cancel panics when it cannot
+/// build its runtime, which takes file descriptors; with none free, the request
+/// could not have been sent anyway, and it is tried again.)
+pub fn sending_a_cancel() -> bool {
+    SENDING.with(Cell::get)
+}
+
+fn send(canceller: &Canceller) -> Result<(), String> {
+    SENDING.with(|s| s.set(true));
+    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| (canceller.send)()));
+    SENDING.with(|s| s.set(false));
+    outcome.unwrap_or_else(|_| Err("the postgres crate panicked sending it".into()))
+}
+
+/// Records how the cancel request for the wait `id` went; one that did not reach the
+/// database is sent again at the next tick, for as long as the wait lasts.
+fn settle(id: u64, sent: bool) {
+    if let Some(entry) = waits().entries.iter_mut().find(|e| e.id == id) {
+        entry.sending = false;
+        entry.sent = sent;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A canceller whose waits may last `bound`, and whose `n`-th request (from 0) goes
+    /// as `outcome(n)` says; with the count of requests it sent.
+    fn canceller(
+        bound: Duration,
+        outcome: impl Fn(usize) -> Result<(), String> + Send + Sync + 'static,
+    ) -> (Arc<Canceller>, Arc<AtomicUsize>) {
+        let tries = Arc::new(AtomicUsize::new(0));
+        let counted = tries.clone();
+        let canceller = Canceller::sending(bound, move || {
+            outcome(counted.fetch_add(1, Ordering::SeqCst))
+        });
+        (Arc::new(canceller), tries)
+    }
+
+    fn reached_the_database(watch: &Watch) -> bool {
+        waits().entries.iter().any(|e| e.id == watch.id && e.sent)
+    }
+
+    /// Looks as the watchdog thread does, until `watch`'s cancel reached the database
+    /// or 5 s passed; then a few more times, which must send nothing more.
+    fn tick_until_sent(watch: &Watch) {
+        let started = Instant::now();
+        while !reached_the_database(watch) && started.elapsed() < Duration::from_secs(5) {
+            cancel_overdue();
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        for _ in 0..5 {
+            cancel_overdue();
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn a_cancel_request_that_failed_is_sent_again() {
+        let (canceller, tries) = canceller(Duration::ZERO, |n| match n {
+            0 => Err("connection refused".into()),
+            _ => Ok(()),
+        });
+        let watch = watch(&canceller);
+        tick_until_sent(&watch);
+        assert_eq!(tries.load(Ordering::SeqCst), 2);
+        assert!(watch.finish(), "a cancelled wait gives its session up");
+    }
+
+    #[test]
+    fn a_cancel_request_that_panicked_is_caught_and_sent_again() {
+        let (canceller, tries) = canceller(Duration::ZERO, |n| match n {
+            0 => panic!("no file descriptor for a runtime"),
+            _ => Ok(()),
+        });
+        let watch = watch(&canceller);
+        tick_until_sent(&watch);
+        assert_eq!(tries.load(Ordering::SeqCst), 2);
+        assert!(!sending_a_cancel());
+        assert!(watch.finish());
+    }
+
+    #[test]
+    fn a_wait_within_its_bound_is_left_alone() {
+        let (canceller, tries) = canceller(Duration::from_secs(60), |_| Ok(()));
+        let watch = watch(&canceller);
+        cancel_overdue();
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(tries.load(Ordering::SeqCst), 0);
+        assert!(!watch.finish());
     }
 }

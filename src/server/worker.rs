@@ -201,7 +201,9 @@ fn return_large_buffers_to_the_kernel() {
 
 /// A broken invariant is a bug: the whole worker dies and the supervisor replaces it,
 /// rather than one thread vanishing while its siblings go on. The panic goes to the
-/// log like any other error, with a backtrace when RUST_BACKTRACE asks for one.
+/// log like any other error, with a backtrace when RUST_BACKTRACE asks for one. The
+/// one panic caught instead is the postgres crate's while sending a cancel request
+/// (`watchdog::sending_a_cancel`).
 fn abort_on_panic() {
     std::panic::set_hook(Box::new(|info| {
         let payload = info.payload();
@@ -213,6 +215,10 @@ fn abort_on_panic() {
         let at = info
             .location()
             .map_or_else(String::new, |l| format!(", at {l}"));
+        if watchdog::sending_a_cancel() {
+            tracing::warn!("sending a cancel request panicked: {message}{at}");
+            return;
+        }
         let thread = std::thread::current();
         let thread = thread.name().unwrap_or("unnamed").to_string();
         let backtrace = std::backtrace::Backtrace::capture();
