@@ -32,10 +32,11 @@ migrate_db() {
     fi
 }
 
-# machine_ticks: the whole machine's stolen clock ticks and all its clock ticks so
-# far, from /proc/stat: time the hypervisor gave to other guests while this one had
-# work. Fields after "cpu": user nice system idle iowait irq softirq steal.
-machine_ticks() { awk '/^cpu / { print $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat; }
+# machine_ticks: the whole machine's stolen clock ticks, all its clock ticks and its
+# idle ones (waiting for I/O included) so far, from /proc/stat: stolen is time the
+# hypervisor gave to other guests while this one had work. Fields after "cpu": user
+# nice system idle iowait irq softirq steal.
+machine_ticks() { awk '/^cpu / { print $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9, $5 + $6 }' /proc/stat; }
 
 # steal_pct "BEFORE" "AFTER": the percentage of the machine's time stolen between two
 # machine_ticks readings. A round that lost much of it says the machine was slow then,
@@ -44,5 +45,15 @@ steal_pct() {
     awk -v b="$1" -v a="$2" 'BEGIN {
         split(b, x, " "); split(a, y, " ")
         printf "%.0f", (y[2] > x[2]) ? 100 * (y[1] - x[1]) / (y[2] - x[2]) : 0
+    }'
+}
+
+# idle_pct "BEFORE" "AFTER": the percentage of the machine's time no CPU had work
+# between two machine_ticks readings. Two loads that keep the CPUs as busy cost in
+# proportion to their CPU per unit; one that leaves them idler waits on something.
+idle_pct() {
+    awk -v b="$1" -v a="$2" 'BEGIN {
+        split(b, x, " "); split(a, y, " ")
+        printf "%.0f", (y[2] > x[2]) ? 100 * (y[3] - x[3]) / (y[2] - x[2]) : 0
     }'
 }
