@@ -2,8 +2,8 @@
 //! synchronous standby, which `statement_timeout` does not count. A worker's watchdog
 //! thread ([`run`]) checks the waits under way a few times a second and cancels,
 //! through PostgreSQL's cancel request, each that has lasted its bound; a request that
-//! did not reach the database is sent again at the next look, for as long as the wait
-//! lasts.
+//! did not reach the database is sent again, less and less often, for as long as the
+//! wait lasts.
 //!
 //! Without it a primary cut off from its standbys but not from the servers (a
 //! network split) would hold every session waiting on it until something outside
@@ -62,6 +62,8 @@ struct Entry {
     sending: bool,
     /// One reached the database: no more are sent.
     sent: bool,
+    /// Requests that did not reach it; each puts off the next a little longer.
+    failures: u32,
 }
 
 struct Waits {
@@ -90,6 +92,7 @@ pub fn watch(canceller: &Arc<Canceller>) -> Watch {
         cancelled: false,
         sending: false,
         sent: false,
+        failures: 0,
     });
     Watch {
         id,
@@ -133,21 +136,24 @@ pub fn run() {
 
 fn cancel_overdue() {
     let now = Instant::now();
-    let overdue: Vec<(u64, Arc<Canceller>)> = waits()
+    let overdue: Vec<(u64, Arc<Canceller>, bool)> = waits()
         .entries
         .iter_mut()
         .filter(|e| e.due <= now && !e.sending && !e.sent)
         .map(|e| {
+            let first = !e.cancelled;
             e.cancelled = true;
             e.sending = true;
-            (e.id, e.canceller.clone())
+            (e.id, e.canceller.clone(), first)
         })
         .collect();
-    for (id, canceller) in overdue {
-        tracing::warn!(
-            "a database wait passed {} ms; cancelling it",
-            canceller.bound.as_millis()
-        );
+    for (id, canceller, first) in overdue {
+        if first {
+            tracing::warn!(
+                "a database wait passed {} ms; cancelling it",
+                canceller.bound.as_millis()
+            );
+        }
         // A thread each: a cancel request opens a connection of its own, which a host
         // that stopped answering could hold, and the other waits must not wait for it.
         let span = tracing::Span::current();
@@ -188,11 +194,16 @@ fn send(canceller: &Canceller) -> Result<(), String> {
 }
 
 /// Records how the cancel request for the wait `id` went; one that did not reach the
-/// database is sent again at the next tick, for as long as the wait lasts.
+/// database is sent again, after 0.1, 0.2, 0.4, 0.8, then every 1.6 s, for as long as
+/// the wait lasts.
 fn settle(id: u64, sent: bool) {
     if let Some(entry) = waits().entries.iter_mut().find(|e| e.id == id) {
         entry.sending = false;
         entry.sent = sent;
+        if !sent {
+            entry.due = Instant::now() + TICK * 2u32.pow(entry.failures.min(4));
+            entry.failures += 1;
+        }
     }
 }
 
