@@ -210,7 +210,7 @@ fn settle(id: u64, sent: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
     /// A canceller whose waits may last `bound`, and whose `n`-th request (from 0) goes
     /// as `outcome(n)` says; with the count of requests it sent.
@@ -258,13 +258,20 @@ mod tests {
 
     #[test]
     fn a_cancel_request_that_panicked_is_caught_and_sent_again() {
-        let (canceller, tries) = canceller(Duration::ZERO, |n| match n {
-            0 => panic!("no file descriptor for a runtime"),
-            _ => Ok(()),
+        static MARKED: AtomicBool = AtomicBool::new(false);
+        let (canceller, tries) = canceller(Duration::ZERO, |n| {
+            // The panic hook of a worker tells this panic from a broken invariant by
+            // the mark, so it must be on while the request is sent.
+            MARKED.fetch_or(sending_a_cancel(), Ordering::SeqCst);
+            match n {
+                0 => panic!("no file descriptor for a runtime"),
+                _ => Ok(()),
+            }
         });
         let watch = watch(&canceller);
         tick_until_sent(&watch);
         assert_eq!(tries.load(Ordering::SeqCst), 2);
+        assert!(MARKED.load(Ordering::SeqCst));
         assert!(!sending_a_cancel());
         assert!(watch.finish());
     }

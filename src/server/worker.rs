@@ -202,8 +202,8 @@ fn return_large_buffers_to_the_kernel() {
 /// A broken invariant is a bug: the whole worker dies and the supervisor replaces it,
 /// rather than one thread vanishing while its siblings go on. The panic goes to the
 /// log like any other error, with a backtrace when RUST_BACKTRACE asks for one. The
-/// one panic caught instead is the postgres crate's while sending a cancel request
-/// (`watchdog::sending_a_cancel`).
+/// one panic caught instead is the postgres crate's own, in its cancel, while a cancel
+/// request is sent (`watchdog::sending_a_cancel`).
 fn abort_on_panic() {
     std::panic::set_hook(Box::new(|info| {
         let payload = info.payload();
@@ -215,7 +215,12 @@ fn abort_on_panic() {
         let at = info
             .location()
             .map_or_else(String::new, |l| format!(", at {l}"));
-        if watchdog::sending_a_cancel() {
+        // Only the postgres crate's own panic in its cancel: a panic of ours on that
+        // thread is a broken invariant like any other.
+        let in_cancel = info
+            .location()
+            .is_some_and(|l| l.file().ends_with("cancel_token.rs"));
+        if in_cancel && watchdog::sending_a_cancel() {
             tracing::warn!("sending a cancel request panicked: {message}{at}");
             return;
         }
